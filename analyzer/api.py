@@ -1,0 +1,145 @@
+"""The library API: load traces, analyse them, get a Report.
+
+>>> from analyzer import analyze
+>>> report = analyze(["sample_traces/synthetic/demo"])          # doctest: +SKIP
+>>> report.top_finding.title                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .analyses.timeline import RankTimeline, summarize, trace_timelines
+from .model import BadInputError, Finding, TraceSet
+from .report import InputInfo, Report
+
+Progress = Callable[[int, int], None]
+PathLike = str | Path
+
+
+def load(paths: Sequence[PathLike] | PathLike, *, progress: Progress | None = None) -> TraceSet:
+    """Read traces (files, directories, .zip, Nsight exports) into a TraceSet."""
+    from .readers import load_traces
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return load_traces(list(paths), progress=progress)
+
+
+def analyze(
+    source: Sequence[PathLike] | PathLike | TraceSet,
+    *,
+    rules: Sequence[PathLike] = (),
+    model: str | None = None,
+    gpu: str | None = None,
+    metrics: Any = None,
+    server_args: Mapping[str, Any] | PathLike | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Analyse traces and return a :class:`Report`.
+
+    ``source``: paths (files, directories, ``.zip``) or an already loaded TraceSet.
+    ``rules``: extra classification rule files (later rules override built-in ones).
+    ``model`` / ``gpu``: presets or config paths used for KV traffic and roofline figures.
+    ``metrics``: a saved Prometheus text from SGLang's ``/metrics`` (path) or a parsed object.
+    ``server_args``: SGLang's server_args (dict or JSON path); found beside traces otherwise.
+    """
+    from .classify import classify_trace, load_rules
+
+    traceset = source if isinstance(source, TraceSet) else load(source, progress=progress)
+    if not traceset.traces:
+        raise BadInputError("no trace found in the inputs")
+    ruleset = load_rules([str(r) for r in rules])
+    for trace in traceset.traces:
+        classify_trace(trace, ruleset)
+
+    timelines: list[RankTimeline] = []
+    by_rank: dict[int, RankTimeline] = {}
+    for trace in sorted(traceset.traces, key=lambda t: t.rank.rank):
+        for tl in trace_timelines(trace):
+            timelines.append(tl)
+            by_rank.setdefault(tl.rank, tl)
+
+    sargs = _server_args(server_args) if server_args is not None else traceset.server_args
+    parsed_metrics = _metrics(metrics)
+    warnings = [w for t in traceset.traces for w in t.warnings]
+    if any(tl.activity_source == "cpu" for tl in timelines):
+        warnings.append(
+            "some traces have no GPU activity: their figures come from top-level CPU operators"
+        )
+
+    serving: dict[str, Any] = {}
+    calibration: dict[str, Any] = {}
+    abstained: list[str] = []
+    findings: list[Finding]
+    if _has_module("analyzer.analyses.serving"):
+        from .analyses.serving import analyze_serving
+
+        result = analyze_serving(
+            traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu,
+            metrics=parsed_metrics,
+        )
+        serving = dict(result.sections)
+        calibration = dict(result.calibration)
+        findings = list(result.findings)
+        abstained = list(result.abstained)
+    else:
+        findings = []
+        abstained.append("serving diagnosis module not installed")
+
+    inputs = [i for t in sorted(traceset.traces, key=lambda t: t.rank.rank) for i in InputInfo.from_trace(t)]
+    return Report(
+        inputs=inputs,
+        ranks=timelines,
+        summary=summarize(timelines),
+        findings=findings,
+        serving=serving,
+        calibration=calibration,
+        warnings=warnings,
+        notes=list(traceset.notes),
+        abstained=abstained,
+        server_args=sargs,
+        metrics=_metrics_dict(parsed_metrics),
+    )
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _server_args(value: Mapping[str, Any] | PathLike) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return value
+    try:
+        data = json.loads(Path(value).read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(f"cannot read server args {value}: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"server args {value} is not a JSON object")
+    return data
+
+
+def _metrics(value: Any) -> Any:
+    if value is None or not isinstance(value, (str, Path)):
+        return value
+    if not _has_module("analyzer.collect.metrics"):
+        raise BadInputError("--metrics needs analyzer.collect.metrics, which is not installed")
+    from .collect.metrics import load_metrics
+
+    return load_metrics(value)
+
+
+def _metrics_dict(metrics: Any) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    if hasattr(metrics, "to_dict"):
+        return metrics.to_dict()
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    return None

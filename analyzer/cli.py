@@ -1,0 +1,266 @@
+"""Command line: argument parsing, exit codes, output files. No analysis here.
+
+Exit codes: 0 ok, 1 internal error, 2 bad input, 3 a ``--fail-on`` threshold breached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import operator
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .model import BadInputError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_THRESHOLD = 0, 1, 2, 3
+
+#: Modules that add subcommands: each has ``register(subparsers)``.
+SUBCOMMAND_MODULES = (
+    "analyzer.capacity.cli",
+    "analyzer.collect.cli",
+    "analyzer.calibrate.cli",
+)
+
+FORMATS = ("text", "json", "markdown", "html")
+
+
+class ThresholdBreached(Exception):
+    """A --fail-on expression was true."""
+
+
+# ------------------------------------------------------------------------------------------
+# --fail-on
+# ------------------------------------------------------------------------------------------
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+}
+_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_:.-]*)\s*(>=|<=|>|<)\s*([0-9.eE+-]+%?)\s*$")
+
+
+def parse_fail_on(expr: str) -> tuple[str, str, float]:
+    """``"idle>0.30"`` -> ("idle", ">", 0.30); ``"communication>25%"`` works too."""
+    m = _EXPR.match(expr)
+    if not m:
+        raise BadInputError(
+            f"bad --fail-on expression {expr!r}: expected NAME>VALUE, e.g. idle>0.30"
+        )
+    name, op, raw = m.groups()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise BadInputError(f"bad number in --fail-on {expr!r}") from None
+    return name, op, value
+
+
+def fail_on_value(doc: dict[str, Any], name: str) -> float:
+    """Share of wall time for a --fail-on name: idle, busy, comm_exposed, a category or finding id."""
+    s = doc["summary"]
+    if name == "idle":
+        return s["idle_share"]
+    if name == "busy":
+        return s["busy_share"]
+    if name in ("comm_exposed", "communication_exposed"):
+        return s["communication"]["exposed_us"] / s["wall_us"] if s["wall_us"] else 0.0
+    if name in s["categories"]:
+        return s["categories"][name]["share"]
+    fid = name.removeprefix("finding:")
+    for f in doc["findings"]:
+        if f["id"] == fid:
+            return f["share"]
+    from .model import CATEGORIES
+
+    if name in CATEGORIES or name.startswith("finding:"):
+        return 0.0  # absent category or finding: no time
+    known = ", ".join(["idle", "busy", "comm_exposed", *CATEGORIES, "finding:<id>"])
+    raise BadInputError(f"unknown --fail-on name {name!r}; use one of {known}")
+
+
+def check_thresholds(doc: dict[str, Any], exprs: Sequence[str]) -> list[str]:
+    """The breached expressions, each with the measured value."""
+    breached = []
+    for expr in exprs:
+        name, op, limit = parse_fail_on(expr)
+        value = fail_on_value(doc, name)
+        if _OPS[op](value, limit):
+            breached.append(f"{expr} (measured {value:.3f})")
+    return breached
+
+
+# ------------------------------------------------------------------------------------------
+# output helpers
+# ------------------------------------------------------------------------------------------
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file + rename: no partial file on failure."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise BadInputError(f"output directory {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str = "reading", stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.label = label
+        self._last = 0.0
+        self._started = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        frac = min(1.0, done / total)
+        width = 30
+        bar = "█" * int(frac * width) + "·" * (width - int(frac * width))
+        mb = done / 1e6
+        rate = mb / max(now - self._started, 1e-6)
+        self.stream.write(f"\r{self.label} {bar} {100 * frac:5.1f}%  {mb:,.0f} MB  {rate:,.0f} MB/s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 78 + "\r")
+            self.stream.flush()
+
+
+# ------------------------------------------------------------------------------------------
+# analyze
+# ------------------------------------------------------------------------------------------
+
+
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze",
+        help="analyse profiler traces and rank the bottlenecks",
+        description="Analyse PyTorch profiler (Kineto) traces, SGLang per-rank profile "
+        "directories, .zip archives of them, or Nsight Systems SQLite exports.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="trace files, directories or .zip")
+    p.add_argument("--format", "-f", choices=FORMATS, default="text", help="report format (default text)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    p.add_argument("--rules", metavar="FILE", action="append", default=[],
+                   help="extra kernel classification rules (TOML); later rules override")
+    p.add_argument("--fail-on", metavar="EXPR", action="append", default=[],
+                   help='exit 3 when a share of wall time crosses a limit, e.g. "idle>0.30" '
+                        '"communication>0.25" "finding:kv_cache_bandwidth>0.2"')
+    p.add_argument("--model", metavar="NAME|CONFIG", help="model preset or HF config.json (KV bytes per token)")
+    p.add_argument("--gpu", metavar="NAME", help="GPU preset (HBM bandwidth, peak FLOP/s) when the trace lacks it")
+    p.add_argument("--metrics", metavar="FILE", help="saved Prometheus text from SGLang's /metrics")
+    p.add_argument("--server-args", metavar="FILE", help="SGLang server_args.json (found beside traces otherwise)")
+    p.set_defaults(func=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from .api import analyze
+    from .render import render
+
+    for expr in args.fail_on:  # validate before the long work
+        parse_fail_on(expr)
+    for path in args.paths:
+        if not Path(path).exists():
+            raise BadInputError(f"no such file or directory: {path}")
+    bar = ProgressBar()
+    try:
+        report = analyze(
+            args.paths, rules=args.rules, model=args.model, gpu=args.gpu,
+            metrics=args.metrics, server_args=args.server_args, progress=bar,
+        )
+    finally:
+        bar.close()
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    doc = report.to_dict()
+    text = render(doc, args.format)
+    if args.output:
+        write_atomically(Path(args.output), text)
+    else:
+        sys.stdout.write(text)
+    breached = check_thresholds(doc, args.fail_on)
+    if breached:
+        raise ThresholdBreached("threshold breached: " + "; ".join(breached))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trace-analyzer",
+        description="Find where GPU time goes in LLM serving (SGLang, vLLM) and plan capacity.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_analyze(sub)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of the tool is not installed
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(args.func(args) or 0)
+    except BadInputError as exc:
+        print(f"trace-analyzer: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ThresholdBreached as exc:
+        print(f"trace-analyzer: {exc}", file=sys.stderr)
+        return EXIT_THRESHOLD
+    except KeyboardInterrupt:
+        print("trace-analyzer: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the one place internal errors become exit 1
+        if args.debug:
+            raise
+        print(
+            f"trace-analyzer: internal error: {type(exc).__name__}: {exc} "
+            "(run with --debug for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Markdown report that pastes cleanly into a GitHub or Jira ticket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .format import evidence_lines, fmt_share, fmt_us, short_name
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """Render a report dict (``Report.to_dict()``) as GitHub-flavoured Markdown."""
+    s = doc["summary"]
+    out: list[str] = ["# LLM serving trace analysis", ""]
+    out.append(
+        f"{s['ranks']} rank(s) from {len(doc['inputs'])} file(s); GPU wall {fmt_us(s['wall_us'])} "
+        f"(summed over ranks), busy {fmt_share(s['busy_share'])}, idle {fmt_share(s['idle_share'])}. "
+        f"Made by trace-analyzer {doc['tool']['version']}."
+    )
+    out.append("")
+    for w in doc.get("warnings", []):
+        out.append(f"> **Warning:** {_cell(w)}")
+        out.append("")
+    out.append("## Findings")
+    out.append("")
+    if not doc["findings"]:
+        out.append("No finding.")
+    for i, f in enumerate(doc["findings"], 1):
+        out.append(
+            f"### {i}. {_cell(f['title'])} (`{f['id']}`, {f['severity']}, "
+            f"{fmt_share(f['share'])} of wall, {fmt_us(f['time_us'])})"
+        )
+        out.append("")
+        for ev in evidence_lines(f["evidence"], limit=8):
+            out.append(f"- {_cell(ev)}")
+        out.append("")
+        out.append(f"**Recommendation:** {_cell(f['recommendation'])}")
+        out.append("")
+    for a in doc.get("abstained", []):
+        out.append(f"- Could not tell: {_cell(a)}")
+    out.append("## GPU time by category (all ranks)")
+    out.append("")
+    out.append("| category | time | share of wall | events |")
+    out.append("|---|---:|---:|---:|")
+    for name, c in s["categories"].items():
+        out.append(f"| {name} | {fmt_us(c['time_us'])} | {fmt_share(c['share'])} | {c['count']} |")
+    out.append("")
+    out.append("## Per rank")
+    out.append("")
+    out.append("| rank | device | GPU | wall | busy | idle | communication | exposed comm |")
+    out.append("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for r in doc["ranks"]:
+        idle = r["idle_us"] / r["wall_us"] if r["wall_us"] else 0.0
+        out.append(
+            f"| {r['rank']} | {r['device']} | {_cell(r['gpu'])} | {fmt_us(r['wall_us'])} | "
+            f"{fmt_us(r['busy_us'])} | {fmt_share(idle)} | {fmt_us(r['communication']['time_us'])} | "
+            f"{fmt_us(r['communication']['exposed_us'])} |"
+        )
+    if doc["ranks"]:
+        out.append("")
+        out.append(f"## Top kernels (rank {doc['ranks'][0]['rank']})")
+        out.append("")
+        out.append("| time | count | category | kernel |")
+        out.append("|---:|---:|---|---|")
+        for k in doc["ranks"][0]["top_kernels"][:15]:
+            out.append(
+                f"| {fmt_us(k['time_us'])} | {k['count']} | {k['category']} | `{_cell(short_name(k['name'], 90))}` |"
+            )
+    if doc.get("notes"):
+        out.append("")
+        out.append("## Notes")
+        out.append("")
+        for n in doc["notes"]:
+            out.append(f"- {_cell(n)}")
+    return "\n".join(out) + "\n"
