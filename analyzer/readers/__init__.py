@@ -1,0 +1,11 @@
+"""Readers: profiler files -> ``Trace`` objects (see ``analyzer.model``).
+
+    >>> from analyzer.readers import load_traces, read_kineto
+    >>> ts = load_traces(["traces/"])          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from analyzer.readers.kineto import read_kineto
+
+__all__ = ["read_kineto"]

@@ -1,0 +1,346 @@
+"""Stream a (gzipped) Chrome-trace JSON file as chunks of whole ``traceEvents`` elements.
+
+The file is never held in memory at once: bytes are read (and gunzipped) in blocks, and
+the ``traceEvents`` array is cut at element boundaries into slices such as
+``b'[{...},{...}]'`` that a typed decoder turns into objects chunk by chunk.
+
+How a cut is found (sound, and cheap in the common case):
+
+* fast path: the last ``}`` in the buffer that is followed by ``,`` and ``{`` (or by the
+  closing ``]``).  The caller decodes the slice; the slice starts at a known element
+  boundary, so a successful decode proves the cut is a real boundary (JSON is LL(1)).
+  A cut inside a string or a nested object makes the slice malformed and is retried.
+* exact path: a vectorised numpy scan that masks string contents (quotes not escaped by
+  an odd run of backslashes) and tracks bracket depth; used for the header before
+  ``traceEvents`` and whenever the fast path fails.
+
+Everything outside the array (``deviceProperties``, ``distributedInfo``, scalars) is
+kept as a small "header" document: the bytes before and after the array with the array
+replaced by ``null``.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analyzer.model import BadInputError
+
+GZIP_MAGIC = b"\x1f\x8b"
+READ_BLOCK_BYTES = 4 << 20  # compressed/plain bytes per read
+TARGET_CHUNK_BYTES = 8 << 20  # uncompressed bytes per decoded slice
+MAX_HEADER_BYTES = 256 << 20  # give up looking for "traceEvents" after this many bytes
+_WS = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+_NEXT_ELEMENT = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
+_KEY = b'"traceEvents"'
+
+# byte class table for the exact scanner: 1 = opening bracket, 2 = closing bracket, 3 = comma
+_CLASS = np.zeros(256, dtype=np.uint8)
+_CLASS[ord("{")] = _CLASS[ord("[")] = 1
+_CLASS[ord("}")] = _CLASS[ord("]")] = 2
+_CLASS[ord(",")] = 3
+
+
+def iter_file_bytes(
+    path: Path, progress: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    """Yield the uncompressed content of ``path`` in blocks (gzip detected by magic).
+
+    ``progress`` receives the number of on-disk bytes consumed after each block.
+    Raises ``BadInputError`` for a truncated or corrupt gzip stream.
+    """
+    with open(path, "rb") as fh:
+        first = fh.read(READ_BLOCK_BYTES)
+        if first[:2] != GZIP_MAGIC:
+            data = first
+            while data:
+                if progress:
+                    progress(len(data))
+                yield data
+                data = fh.read(READ_BLOCK_BYTES)
+            return
+        yield from _gunzip(path, fh, first, progress)
+
+
+def _gunzip(path: Path, fh, first: bytes, progress) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+    dec = zlib.decompressobj(wbits=31)
+    comp = first
+    while True:
+        if not comp:
+            if not dec.eof:
+                raise BadInputError(f"{path.name}: truncated gzip file (unexpected end of data)")
+            return
+        if progress:
+            progress(len(comp))
+        try:
+            # bound each output block so a highly compressible input stays chunked
+            out = dec.decompress(comp, READ_BLOCK_BYTES * 4)
+            while out:
+                yield out
+                if dec.eof:
+                    break
+                out = dec.decompress(dec.unconsumed_tail, READ_BLOCK_BYTES * 4)
+        except zlib.error as exc:
+            raise BadInputError(f"{path.name}: corrupt gzip data ({exc})") from None
+        if dec.eof:
+            rest = dec.unused_data
+            if rest.lstrip(b"\0"):  # a concatenated gzip member follows
+                if rest[:2] != GZIP_MAGIC:
+                    return  # trailing garbage after a complete member: ignore like gzip(1)
+                dec = zlib.decompressobj(wbits=31)
+                comp = rest
+                continue
+            rest_of_file = fh.read(READ_BLOCK_BYTES)
+            if rest_of_file[:2] == GZIP_MAGIC:
+                dec = zlib.decompressobj(wbits=31)
+                comp = rest_of_file
+                continue
+            return
+        comp = fh.read(READ_BLOCK_BYTES)
+
+
+# --------------------------------------------------------------------------------------
+# exact scanner
+# --------------------------------------------------------------------------------------
+
+
+def _unescaped_quotes(a: np.ndarray) -> np.ndarray:
+    """Positions of ``"`` in ``a`` that are not escaped by an odd run of backslashes."""
+    q = np.flatnonzero(a == 34)
+    if q.size == 0:
+        return q
+    bs = a == 92
+    if not bs.any():
+        return q
+    idx = np.arange(a.size, dtype=np.int64)
+    last_other = np.maximum.accumulate(np.where(bs, -1, idx))
+    before = q - 1
+    run = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
+    return q[run % 2 == 0]
+
+
+def _structure(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Structural characters outside strings: (positions, class, depth after each).
+
+    ``a`` must start outside any string. Depth is relative to the start of ``a``.
+    """
+    q = _unescaped_quotes(a)
+    cls = _CLASS[a]
+    pos = np.flatnonzero(cls)
+    if q.size:
+        inside = np.searchsorted(q, pos, side="right") % 2 == 1
+        pos = pos[~inside]
+    c = cls[pos]
+    step = np.where(c == 1, 1, np.where(c == 2, -1, 0)).astype(np.int64)
+    return pos, c, np.cumsum(step)
+
+
+def top_level_key_offset(buf: bytes, key_at: int) -> bool:
+    """True when the string starting at ``key_at`` is a key of the root object."""
+    a = np.frombuffer(buf, dtype=np.uint8, count=key_at)
+    q = _unescaped_quotes(a)
+    if q.size % 2:  # key_at lies inside a string
+        return False
+    pos, _c, depth = _structure(a)
+    return bool(depth.size) and int(depth[-1]) == 1
+
+
+@dataclass
+class _Cut:
+    end: int  # slice is buf[start:end]; end is just after the last complete element
+    closed_at: int  # index of the array's closing "]" when found, else -1
+
+
+def exact_cut(buf: bytes, start: int) -> _Cut:
+    """Find the last complete-element boundary (or the array end) in ``buf[start:]``.
+
+    ``buf[start]`` must be the start of an element (outside strings, at array level).
+    """
+    a = np.frombuffer(buf, dtype=np.uint8)[start:]
+    pos, c, depth = _structure(a)
+    closed = np.flatnonzero(depth < 0)
+    if closed.size:
+        j = int(pos[closed[0]])
+        return _Cut(end=start + j, closed_at=start + j)
+    commas = np.flatnonzero((c == 3) & (depth == 0))
+    if commas.size:
+        return _Cut(end=start + int(pos[commas[-1]]), closed_at=-1)
+    return _Cut(end=start, closed_at=-1)
+
+
+def fast_cuts(buf: bytes, start: int, end: int, eof: bool, tries: int = 3) -> Iterator[_Cut]:
+    """Candidate cuts: the last few ``}`` followed by ``, {`` or ``]`` in ``buf[start:end]``."""
+    i = end
+    found = 0
+    while found < tries:
+        j = buf.rfind(b"}", start, i)
+        if j < 0:
+            return
+        i = j
+        m = _NEXT_ELEMENT.match(buf, j + 1)
+        if m is None:
+            continue
+        if m.end() >= len(buf) and not eof and buf[m.end() - 1 : m.end()] != b"]":
+            continue
+        found += 1
+        closed = m.end() - 1 if buf[m.end() - 1 : m.end()] == b"]" else -1
+        yield _Cut(end=j + 1, closed_at=closed)
+
+
+# --------------------------------------------------------------------------------------
+# the streaming splitter
+# --------------------------------------------------------------------------------------
+
+
+class TraceSplitter:
+    """Split a trace file into decodable slices of its events array.
+
+    Usage::
+
+        sp = TraceSplitter(path)
+        for events in sp.iter_decoded(decoder.decode):  # decode(b'[{...},...]')
+            ...
+        header = sp.header  # bytes of the document without the events, or None
+    """
+
+    def __init__(self, path: Path, progress: Callable[[int], None] | None = None) -> None:
+        self.path = path
+        self._blocks = iter_file_bytes(path, progress)
+        self._eof = False
+        self.header: bytes | None = None  # prefix + b"null" + suffix
+        self.bare_list = False
+        self.total_bytes = 0
+
+    def _more(self) -> bytes:
+        try:
+            b = next(self._blocks)
+        except StopIteration:
+            self._eof = True
+            return b""
+        self.total_bytes += len(b)
+        return b
+
+    def _open(self) -> tuple[bytes, int, bytes]:
+        """Read up to the start of the events array: (buffer, first element index, prefix)."""
+        buf = b""
+        while not self._eof and len(buf.lstrip(_WS)) < 1:
+            buf += self._more()
+        if buf.startswith(_BOM):
+            buf = buf[3:]
+        body = buf.lstrip(_WS)
+        if not body:
+            raise BadInputError(f"{self.path.name}: empty file")
+        first = body[:1]
+        if first == b"[":
+            self.bare_list = True
+            i = len(buf) - len(body) + 1
+            return buf, i, b""
+        if first != b"{":
+            raise BadInputError(f"{self.path.name}: not a JSON trace (does not start with {{ or [)")
+        search_from = 0
+        while True:
+            k = buf.find(_KEY, search_from)
+            if k >= 0 and top_level_key_offset(buf, k):
+                break
+            if k >= 0:
+                search_from = k + 1
+                continue
+            if self._eof:
+                raise BadInputError(
+                    f"{self.path.name}: not a Kineto/Chrome trace (no top-level traceEvents)"
+                )
+            if len(buf) > MAX_HEADER_BYTES:
+                raise BadInputError(
+                    f"{self.path.name}: no traceEvents in the first {MAX_HEADER_BYTES >> 20} MB"
+                )
+            search_from = max(0, len(buf) - len(_KEY))
+            buf += self._more()
+        # the value after "traceEvents" ":" must be "["
+        j = k + len(_KEY)
+        while True:
+            m = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*(.)", re.S).match(buf, j)
+            if m or self._eof:
+                break
+            buf += self._more()
+        if not m or m.group(1) != b"[":
+            raise BadInputError(f"{self.path.name}: traceEvents is not a list")
+        return buf, m.end(), buf[:k] + _KEY + b":"
+
+    def iter_decoded(self, decode: Callable[[bytes], object]) -> Iterator[object]:
+        """Decode the events array slice by slice with ``decode(b"[...]")``.
+
+        ``decode`` must raise ``ValueError`` (msgspec.DecodeError is one) for malformed
+        JSON; a failing fast cut is retried, and an error on an exact cut is re-raised.
+        """
+        buf, start, prefix = self._open()
+        while True:
+            # skip the separator before the next element
+            while True:
+                m = re.compile(rb"[ \t\r\n]*,?[ \t\r\n]*").match(buf, start)
+                assert m is not None
+                start = m.end()
+                if start < len(buf) or self._eof:
+                    break
+                buf = buf[start:] + self._more()
+                start = 0
+            if start >= len(buf):
+                raise BadInputError(f"{self.path.name}: truncated JSON (events array not closed)")
+            if buf[start : start + 1] == b"]":
+                self._finish(prefix, buf, start)
+                return
+            # make sure the buffer holds a good amount of data past start
+            while not self._eof and len(buf) - start < TARGET_CHUNK_BYTES:
+                more = self._more()
+                if start:
+                    buf = buf[start:] + more
+                    start = 0
+                else:
+                    buf += more
+            cut: _Cut | None = None
+            result: object = None
+            for cand in fast_cuts(buf, start, len(buf), self._eof):
+                try:
+                    result = decode(b"[" + buf[start : cand.end] + b"]")
+                except ValueError:
+                    continue
+                cut = cand
+                break
+            if cut is None:
+                ex = exact_cut(buf, start)
+                if ex.end <= start and ex.closed_at < 0:
+                    if self._eof:
+                        raise BadInputError(
+                            f"{self.path.name}: truncated JSON (events array not closed)"
+                        )
+                    buf = buf[start:] + self._more()
+                    start = 0
+                    continue
+                if ex.end > start:
+                    result = decode(b"[" + buf[start : ex.end] + b"]")
+                cut = ex
+                if ex.end <= start:
+                    self._finish(prefix, buf, ex.closed_at)
+                    return
+            yield result
+            if cut.closed_at >= 0:
+                self._finish(prefix, buf, cut.closed_at)
+                return
+            start = cut.end
+
+    def _finish(self, prefix: bytes, buf: bytes, close_at: int) -> None:
+        """Collect the bytes after the closing ``]`` of the events array."""
+        suffix = buf[close_at + 1 :]
+        while not self._eof:
+            suffix += self._more()
+        if self.bare_list:
+            if suffix.strip(_WS):
+                raise BadInputError(f"{self.path.name}: invalid JSON (data after the events list)")
+            self.header = None
+            return
+        self.header = prefix + b"null" + suffix
