@@ -12,7 +12,7 @@ normalises its ``collective`` column. Only this package matches kernel names.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,13 +28,13 @@ from analyzer.classify.engine import (
 from analyzer.model import CATEGORIES, COLLECTIVES, Trace
 
 __all__ = [
-    "MATCH_TYPES",
     "COLLECTIVE_VALUES",
+    "MATCH_TYPES",
     "Rule",
     "RuleSet",
     "builtin_rule_files",
-    "classify_names",
     "classify_events",
+    "classify_names",
     "classify_trace",
     "default_rules",
     "describe_rule",
@@ -173,9 +173,7 @@ def classify_events(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.Da
         kd, ag = divmod(rest, n_a)
         kind = kinds_ext[kd]
         cat = _row_category(int(name_cat[nm]), kind)
-        cat, coll = _combine_collective(
-            rules, cat, per_name[nm][1], args_ext[ag], kind == "kernel"
-        )
+        cat, coll = _combine_collective(rules, cat, per_name[nm][1], args_ext[ag], kind == "kernel")
         u_cat[j], u_coll[j] = cat, _COLL_INDEX[coll]
     out = events.copy()
     inverse = inverse.reshape(-1)

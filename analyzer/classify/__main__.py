@@ -21,8 +21,13 @@ from pathlib import Path
 from analyzer.classify import classify_names, load_rules
 from analyzer.model import CATEGORIES, BadInputError
 
-_KINETO_KIND = {"kernel": "kernel", "gpu_memcpy": "memcpy", "memcpy": "memcpy",
-                "gpu_memset": "memset", "memset": "memset"}
+_KINETO_KIND = {
+    "kernel": "kernel",
+    "gpu_memcpy": "memcpy",
+    "memcpy": "memcpy",
+    "gpu_memset": "memset",
+    "memset": "memset",
+}
 
 
 def gpu_activity(path: Path) -> Counter[tuple[str, str, str]]:
@@ -31,9 +36,11 @@ def gpu_activity(path: Path) -> Counter[tuple[str, str, str]]:
     if path.suffix in (".sqlite", ".db"):
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            for table, kind in (("CUPTI_ACTIVITY_KIND_KERNEL", "kernel"),
-                                ("CUPTI_ACTIVITY_KIND_MEMCPY", "memcpy"),
-                                ("CUPTI_ACTIVITY_KIND_MEMSET", "memset")):
+            for table, kind in (
+                ("CUPTI_ACTIVITY_KIND_KERNEL", "kernel"),
+                ("CUPTI_ACTIVITY_KIND_MEMCPY", "memcpy"),
+                ("CUPTI_ACTIVITY_KIND_MEMSET", "memset"),
+            ):
                 try:
                     if kind == "kernel":
                         rows = con.execute(
@@ -41,8 +48,10 @@ def gpu_activity(path: Path) -> Counter[tuple[str, str, str]]:
                             "JOIN StringIds s ON s.id = k.demangledName GROUP BY s.value"
                         ).fetchall()
                     else:
-                        rows = [(kind, r[0]) for r in
-                                con.execute(f"SELECT SUM(end - start) FROM {table}")]
+                        rows = [
+                            (kind, r[0])
+                            for r in con.execute(f"SELECT SUM(end - start) FROM {table}")
+                        ]
                 except sqlite3.Error:
                     continue
                 for name, dur_ns in rows:
@@ -67,7 +76,9 @@ def gpu_activity(path: Path) -> Counter[tuple[str, str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analyzer.classify", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m analyzer.classify", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("traces", nargs="+", type=Path)
     ap.add_argument("--rules", action="append", default=[], help="extra rule file (TOML)")
     ap.add_argument("--top", type=int, default=10, help="how many 'other' kernels to list")
@@ -80,8 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     for path in ns.traces:
         acts = gpu_activity(path)
         keys = list(acts)
-        cats, colls = classify_names([k[1] for k in keys], rules, kinds=[k[0] for k in keys],
-                                     collective_args=[k[2] for k in keys])
+        cats, _ = classify_names(
+            [k[1] for k in keys],
+            rules,
+            kinds=[k[0] for k in keys],
+            collective_args=[k[2] for k in keys],
+        )
         total = sum(acts.values()) or 1.0
         by_cat: Counter[str] = Counter()
         others: Counter[str] = Counter()
@@ -90,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             if c == "other":
                 others[k[1]] += acts[k]
         print(f"== {path} ({len({k[1] for k in keys})} unique names, {total / 1000:.1f} ms GPU)")
-        print("   " + "  ".join(f"{c}={100 * by_cat[c] / total:.1f}%" for c in CATEGORIES if by_cat[c]))
+        print(
+            "   "
+            + "  ".join(f"{c}={100 * by_cat[c] / total:.1f}%" for c in CATEGORIES if by_cat[c])
+        )
         print(f"   other: {100 * by_cat['other'] / total:.2f}% of GPU time")
         for name, dur in others.most_common(ns.top):
             print(f"     {100 * dur / total:6.2f}%  {name[:160]}")

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from analyzer.model import CATEGORIES, COLLECTIVES, BadInputError
 
