@@ -1,0 +1,221 @@
+"""Communication by role (TP / PP / EP / DP) and across ranks: skew, wait, straggler.
+
+Role of a communication kernel (first rule that applies):
+
+1. ``alltoall`` -> EP (MoE dispatch/combine, DeepEP);
+2. ``sendrecv`` -> PP when the run has PP>1, else EP when EP>1, else P2P;
+3. a collective whose process group size (``pg_size``) equals the DP size but not the TP
+   size -> DP; otherwise -> TP (all-reduce / all-gather / reduce-scatter / broadcast).
+
+Cross-rank: ranks of one TP group (same ``pp_rank``/``dp_rank``) run the same collectives in
+the same order. The n-th collective of one (type, process group) on each rank is the same
+operation (``seq`` is used instead when the trace has it). For each aligned instance:
+``skew`` = latest start - earliest start; a rank's ``wait`` = min(latest start - its start,
+its kernel duration): time spent inside the kernel waiting for the last rank to arrive, not
+moving data; ``transfer`` = duration - wait. The straggler is the rank that arrives last
+most often (and by the largest mean delay).
+
+Limit: start times of different ranks are compared directly, which assumes their clocks
+agree (true on one node; Kineto uses the host clock). The spread of end times, which should
+be ~0 for a synchronous collective, is reported as ``end_spread_us`` to check that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analyzer import intervals as iv
+from analyzer.analyses.phases import NS_PER_US, StepAttribution
+from analyzer.model import Trace
+
+ROLES: tuple[str, ...] = ("TP", "PP", "EP", "DP", "P2P")
+SYNC_COLLECTIVES = ("allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "reduce", "barrier")
+
+
+def parallel_sizes(traces: Sequence[Trace], server_args: Mapping[str, Any] | None) -> dict[str, int]:
+    """TP/PP/EP/DP sizes from server_args (SGLang or vLLM names), else from the rank layout."""
+    sa = server_args or {}
+
+    def get(*keys: str) -> int | None:
+        for k in keys:
+            v = sa.get(k)
+            if isinstance(v, (int, float)) and v > 0:
+                return int(v)
+        return None
+
+    tp = get("tp_size", "tensor_parallel_size")
+    pp = get("pp_size", "pipeline_parallel_size")
+    ep = get("ep_size", "expert_parallel_size")
+    dp = get("dp_size", "data_parallel_size")
+    if tp is None:
+        tps = [t.rank.tp_rank for t in traces if t.rank.tp_rank is not None]
+        tp = max(tps) + 1 if tps else None
+    if pp is None:
+        pps = [t.rank.pp_rank for t in traces if t.rank.pp_rank is not None]
+        pp = max(pps) + 1 if pps else 1
+    if tp is None:
+        tp = max(1, len(traces) // max(pp, 1))
+    return {"tp": tp, "pp": pp, "ep": ep or 1, "dp": dp or 1}
+
+
+def comm_roles(act: pd.DataFrame, sizes: Mapping[str, int]) -> np.ndarray:
+    """Role per row of ``act`` ("" for non-communication rows)."""
+    cat = act["category"].astype(str).to_numpy(object)
+    coll = act["collective"].astype(str).to_numpy(object)
+    pg = act["pg_size"].to_numpy(np.int64) if "pg_size" in act else np.full(len(act), -1)
+    is_comm = cat == "communication"
+    p2p = "PP" if sizes["pp"] > 1 else ("EP" if sizes["ep"] > 1 else "P2P")
+    dp_group = (pg > 1) & (pg == sizes["dp"]) & (pg != sizes["tp"])
+    role = np.where(coll == "alltoall", "EP",
+                    np.where(coll == "sendrecv", p2p, np.where(dp_group, "DP", "TP")))
+    return np.where(is_comm, role, "").astype(object)
+
+
+def rank_communication(attr: StepAttribution, sizes: Mapping[str, int]) -> dict[str, Any]:
+    """Per role and per role/collective: time, exposed, overlapped, count, bytes (one rank)."""
+    act = attr.act
+    s = act["ts_ns"].to_numpy(np.int64)
+    e = act["end_ns"].to_numpy(np.int64)
+    role = comm_roles(act, sizes)
+    is_comm = role != ""
+    is_kernel = (act["kind"].astype(str) == "kernel").to_numpy()
+    os_, oe = iv.union(s[~is_comm & is_kernel], e[~is_comm & is_kernel])
+    coll = act["collective"].astype(str).to_numpy(object)
+    nbytes = act["msg_bytes"].to_numpy(np.int64) if "msg_bytes" in act else np.full(len(act), -1)
+    out: dict[str, Any] = {"by_role": {}, "by_role_collective": {}}
+
+    def fig(sel: np.ndarray) -> dict[str, float]:
+        t = int(iv.union_length(s[sel], e[sel]))
+        ex = int(iv.total_length(*iv.subtract(s[sel], e[sel], os_, oe)))
+        b = nbytes[sel]
+        return {"time_us": t / NS_PER_US, "exposed_us": ex / NS_PER_US,
+                "overlapped_us": (t - ex) / NS_PER_US, "count": int(sel.sum()),
+                "bytes": int(b[b > 0].sum())}
+
+    for r in sorted(set(role[is_comm].tolist())):
+        sel = role == r
+        out["by_role"][r] = fig(sel)
+        for c in sorted(set(coll[sel].tolist())):
+            out["by_role_collective"][f"{r}/{c or 'other'}"] = fig(sel & (coll == c))
+    return out
+
+
+def _instances(rank: int, group: tuple, attr: StepAttribution) -> pd.DataFrame:
+    act = attr.act
+    coll = act["collective"].astype(str)
+    sel = (act["category"].astype(str) == "communication") & coll.isin(SYNC_COLLECTIVES)
+    a = act[sel.to_numpy()]
+    df = pd.DataFrame({
+        "rank": rank,
+        "group": [group] * len(a),
+        "collective": a["collective"].astype(str).to_numpy(),
+        "pg": a["pg_name"].astype(str).to_numpy() if "pg_name" in a else "",
+        "start_ns": a["ts_ns"].to_numpy(np.int64),
+        "end_ns": a["end_ns"].to_numpy(np.int64),
+        "seq": a["seq"].to_numpy(np.int64) if "seq" in a else -1,
+        "bytes": a["msg_bytes"].to_numpy(np.int64) if "msg_bytes" in a else -1,
+    })
+    df = df.sort_values("start_ns", kind="stable")
+    df["ord"] = np.where(df["seq"] >= 0, df["seq"], df.groupby(["collective", "pg"]).cumcount())
+    return df
+
+
+def cross_rank(
+    traces: Sequence[Trace], attrs: Sequence[StepAttribution], *, min_ranks: int = 2
+) -> dict[str, Any]:
+    """Align collectives across ranks; skew, per-rank wait/transfer, last-arrival counts."""
+    parts = []
+    for t, a in zip(traces, attrs):
+        group = (t.rank.pp_rank or 0, t.rank.dp_rank or 0)
+        parts.append(_instances(t.rank.rank, group, a))
+    if not parts:
+        return {"instances": 0, "ranks": {}, "groups": []}
+    df = pd.concat(parts, ignore_index=True)
+    if len(df) == 0:
+        return {"instances": 0, "ranks": {}, "groups": []}
+    keys = ["group", "collective", "pg", "ord"]
+    gb = df.groupby(keys, sort=False)
+    df["n"] = gb["rank"].transform("size")
+    df["last_start"] = gb["start_ns"].transform("max")
+    df["first_start"] = gb["start_ns"].transform("min")
+    df["end_max"] = gb["end_ns"].transform("max")
+    df["end_min"] = gb["end_ns"].transform("min")
+    df = df[df["n"] >= min_ranks].copy()
+    if len(df) == 0:
+        return {"instances": 0, "ranks": {}, "groups": []}
+    dur = (df["end_ns"] - df["start_ns"]).to_numpy(np.int64)
+    df["wait_ns"] = np.minimum(np.maximum(df["last_start"] - df["start_ns"], 0), dur)
+    df["transfer_ns"] = dur - df["wait_ns"]
+    df["delay_ns"] = df["start_ns"] - df["first_start"]
+    spread = (df["last_start"] - df["first_start"]).to_numpy(np.int64)
+    df["is_last"] = (df["start_ns"] == df["last_start"]) & (spread > 0)
+    inst = df.drop_duplicates(keys)
+    skew = (inst["last_start"] - inst["first_start"]).to_numpy(np.int64) / NS_PER_US
+    end_spread = (inst["end_max"] - inst["end_min"]).to_numpy(np.int64) / NS_PER_US
+    n_inst = len(inst)
+    per = df.groupby("rank").agg(
+        wait_ns=("wait_ns", "sum"), transfer_ns=("transfer_ns", "sum"),
+        last=("is_last", "sum"), delay_ns=("delay_ns", "mean"), count=("wait_ns", "size"))
+    ranks: dict[int, dict[str, Any]] = {}
+    for r, row in per.iterrows():  # one row per rank
+        ranks[int(r)] = {
+            "collectives": int(row["count"]),
+            "wait_us": float(row["wait_ns"]) / NS_PER_US,
+            "transfer_us": float(row["transfer_ns"]) / NS_PER_US,
+            "last_arrivals": int(row["last"]),
+            "last_arrival_share": float(row["last"]) / max(int(row["count"]), 1),
+            "mean_delay_us": float(row["delay_ns"]) / NS_PER_US,
+        }
+    straggler = None
+    if ranks:
+        straggler = max(ranks, key=lambda r: (ranks[r]["last_arrivals"], ranks[r]["mean_delay_us"], -r))
+        if ranks[straggler]["last_arrivals"] == 0:
+            straggler = None
+    ar = df[(df["collective"] == "allreduce") & (df["bytes"] > 0) & (df["transfer_ns"] > 0)]
+    bw = None
+    us_per_mb = None
+    if len(ar):
+        n = ar["n"].to_numpy(float)
+        algbw = ar["bytes"].to_numpy(float) / ar["transfer_ns"].to_numpy(float)  # bytes/ns = GB/s
+        bw = float(np.median(algbw * 2 * (n - 1) / n))
+        us_per_mb = float(np.median(ar["transfer_ns"].to_numpy(float) / NS_PER_US
+                                    / (ar["bytes"].to_numpy(float) / 1e6)))
+    return {
+        "instances": int(n_inst),
+        "aligned_by": "seq" if (df["seq"] >= 0).any() else "order",
+        "skew_us": _pcts(skew),
+        "skew_total_us": float(skew.sum()),
+        "end_spread_us": _pcts(end_spread),
+        "ranks": ranks,
+        "straggler_rank": straggler,
+        "straggler_last_share": ranks[straggler]["last_arrival_share"] if straggler is not None else None,
+        "allreduce_busbw_gbps": bw,
+        "allreduce_us_per_mb": us_per_mb,
+        "wait_by_rank_ns": {r: int(v) for r, v in df.groupby("rank")["wait_ns"].sum().items()},
+        "_wait_intervals": df[["rank", "start_ns", "wait_ns"]],
+    }
+
+
+def exposed_wait_us(attr: StepAttribution, waits: pd.DataFrame, rank: int) -> float:
+    """Wait time of ``rank`` inside collectives not overlapped by its non-comm kernels."""
+    w = waits[(waits["rank"] == rank) & (waits["wait_ns"] > 0)]
+    if len(w) == 0:
+        return 0.0
+    act = attr.act
+    is_comm = (act["category"].astype(str) == "communication").to_numpy()
+    is_kernel = (act["kind"].astype(str) == "kernel").to_numpy()
+    s = act["ts_ns"].to_numpy(np.int64)
+    e = act["end_ns"].to_numpy(np.int64)
+    os_, oe = iv.union(s[~is_comm & is_kernel], e[~is_comm & is_kernel])
+    ws = w["start_ns"].to_numpy(np.int64)
+    we = ws + w["wait_ns"].to_numpy(np.int64)
+    return float(iv.total_length(*iv.subtract(ws, we, os_, oe))) / NS_PER_US
+
+
+def _pcts(x: np.ndarray) -> dict[str, float | None]:
+    if x.size == 0:
+        return {"p50": None, "p90": None, "max": None}
+    return {"p50": float(np.percentile(x, 50)), "p90": float(np.percentile(x, 90)), "max": float(x.max())}
