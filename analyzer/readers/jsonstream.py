@@ -36,9 +36,11 @@ READ_BLOCK_BYTES = 4 << 20  # compressed/plain bytes per read
 TARGET_CHUNK_BYTES = 8 << 20  # uncompressed bytes per decoded slice
 MAX_HEADER_BYTES = 256 << 20  # give up looking for "traceEvents" after this many bytes
 _WS = b" \t\r\n"
-_BOM = b"\xef\xbb\xbf"
 _NEXT_ELEMENT = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
 _KEY = b'"traceEvents"'
+_FIRST = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*([^ \t\r\n])")
+_VALUE = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*(.)", re.DOTALL)
+_SEP = re.compile(rb"[ \t\r\n]*,?[ \t\r\n]*")
 
 # byte class table for the exact scanner: 1 = opening bracket, 2 = closing bracket, 3 = comma
 _CLASS = np.zeros(256, dtype=np.uint8)
@@ -47,9 +49,7 @@ _CLASS[ord("}")] = _CLASS[ord("]")] = 2
 _CLASS[ord(",")] = 3
 
 
-def iter_file_bytes(
-    path: Path, progress: Callable[[int], None] | None = None
-) -> Iterator[bytes]:
+def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """Yield the uncompressed content of ``path`` in blocks (gzip detected by magic).
 
     ``progress`` receives the number of on-disk bytes consumed after each block.
@@ -147,7 +147,7 @@ def top_level_key_offset(buf: bytes, key_at: int) -> bool:
     q = _unescaped_quotes(a)
     if q.size % 2:  # key_at lies inside a string
         return False
-    pos, _c, depth = _structure(a)
+    _pos, _c, depth = _structure(a)
     return bool(depth.size) and int(depth[-1]) == 1
 
 
@@ -204,9 +204,13 @@ class TraceSplitter:
     Usage::
 
         sp = TraceSplitter(path)
-        for events in sp.iter_decoded(decoder.decode):  # decode(b'[{...},...]')
+        for events in sp.iter_decoded(decoder.decode):  # decode(buffer holding b"[...]")
             ...
         header = sp.header  # bytes of the document without the events, or None
+
+    The buffer is a ``bytearray``; each slice is decoded in place through a memoryview
+    (the separator before the first element is overwritten with ``[`` and the byte after
+    the last one with ``]``), so no slice is copied.
     """
 
     def __init__(self, path: Path, progress: Callable[[int], None] | None = None) -> None:
@@ -217,36 +221,34 @@ class TraceSplitter:
         self.bare_list = False
         self.total_bytes = 0
 
-    def _more(self) -> bytes:
+    def _more(self, buf: bytearray) -> None:
+        """Append the next block to ``buf`` (sets ``_eof`` at the end of the file)."""
         try:
             b = next(self._blocks)
         except StopIteration:
             self._eof = True
-            return b""
+            return
         self.total_bytes += len(b)
-        return b
+        buf += b
 
-    def _open(self) -> tuple[bytes, int, bytes]:
+    def _open(self) -> tuple[bytearray, int, bytes]:
         """Read up to the start of the events array: (buffer, first element index, prefix)."""
-        buf = b""
-        while not self._eof and len(buf.lstrip(_WS)) < 1:
-            buf += self._more()
-        if buf.startswith(_BOM):
-            buf = buf[3:]
-        body = buf.lstrip(_WS)
-        if not body:
+        buf = bytearray()
+        while not self._eof and _FIRST.match(buf) is None:
+            self._more(buf)
+        m = _FIRST.match(buf)
+        if m is None:
             raise BadInputError(f"{self.path.name}: empty file")
-        first = body[:1]
+        first = m.group(1)
         if first == b"[":
             self.bare_list = True
-            i = len(buf) - len(body) + 1
-            return buf, i, b""
+            return buf, m.end(), b""
         if first != b"{":
             raise BadInputError(f"{self.path.name}: not a JSON trace (does not start with {{ or [)")
         search_from = 0
         while True:
             k = buf.find(_KEY, search_from)
-            if k >= 0 and top_level_key_offset(buf, k):
+            if k >= 0 and top_level_key_offset(bytes(buf[:k]), k):
                 break
             if k >= 0:
                 search_from = k + 1
@@ -260,87 +262,111 @@ class TraceSplitter:
                     f"{self.path.name}: no traceEvents in the first {MAX_HEADER_BYTES >> 20} MB"
                 )
             search_from = max(0, len(buf) - len(_KEY))
-            buf += self._more()
-        # the value after "traceEvents" ":" must be "["
+            self._more(buf)
         j = k + len(_KEY)
         while True:
-            m = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*(.)", re.S).match(buf, j)
-            if m or self._eof:
+            v = _VALUE.match(buf, j)
+            if v or self._eof:
                 break
-            buf += self._more()
-        if not m or m.group(1) != b"[":
+            self._more(buf)
+        if not v or v.group(1) != b"[":
             raise BadInputError(f"{self.path.name}: traceEvents is not a list")
-        return buf, m.end(), buf[:k] + _KEY + b":"
+        return buf, v.end(), bytes(buf[:k]) + _KEY + b":"
 
-    def iter_decoded(self, decode: Callable[[bytes], object]) -> Iterator[object]:
-        """Decode the events array slice by slice with ``decode(b"[...]")``.
+    def iter_decoded(
+        self, decode: Callable[[memoryview, bytearray, int, int], object]
+    ) -> Iterator[object]:
+        """Decode the events array slice by slice with ``decode(view, buf, lo, hi)``.
+
+        ``view`` shows ``b"[" + buf[lo:hi] + b"]"``; ``buf``/``lo``/``hi`` allow cheap
+        byte searches (``buf.find(needle, lo, hi)``) before decoding.
 
         ``decode`` must raise ``ValueError`` (msgspec.DecodeError is one) for malformed
-        JSON; a failing fast cut is retried, and an error on an exact cut is re-raised.
+        JSON and must not keep a reference to the view; a failing fast cut is retried,
+        and an error on an exact cut is re-raised.
         """
         buf, start, prefix = self._open()
         while True:
-            # skip the separator before the next element
+            # skip the separator before the next element; keep >= 1 byte before start
             while True:
-                m = re.compile(rb"[ \t\r\n]*,?[ \t\r\n]*").match(buf, start)
+                m = _SEP.match(buf, start)
                 assert m is not None
                 start = m.end()
                 if start < len(buf) or self._eof:
                     break
-                buf = buf[start:] + self._more()
-                start = 0
+                self._more(buf)
             if start >= len(buf):
                 raise BadInputError(f"{self.path.name}: truncated JSON (events array not closed)")
-            if buf[start : start + 1] == b"]":
+            if buf[start] == 0x5D:  # "]"
                 self._finish(prefix, buf, start)
                 return
-            # make sure the buffer holds a good amount of data past start
+            if start > 1:  # drop consumed bytes, keeping the byte before start
+                del buf[: start - 1]
+                start = 1
             while not self._eof and len(buf) - start < TARGET_CHUNK_BYTES:
-                more = self._more()
-                if start:
-                    buf = buf[start:] + more
-                    start = 0
-                else:
-                    buf += more
+                self._more(buf)
             cut: _Cut | None = None
             result: object = None
             for cand in fast_cuts(buf, start, len(buf), self._eof):
                 try:
-                    result = decode(b"[" + buf[start : cand.end] + b"]")
+                    result = _decode_in_place(buf, start, cand.end, decode)
                 except ValueError:
                     continue
                 cut = cand
                 break
             if cut is None:
-                ex = exact_cut(buf, start)
+                ex = exact_cut(bytes(buf), start)
                 if ex.end <= start and ex.closed_at < 0:
                     if self._eof:
                         raise BadInputError(
                             f"{self.path.name}: truncated JSON (events array not closed)"
                         )
-                    buf = buf[start:] + self._more()
-                    start = 0
+                    self._more(buf)
                     continue
                 if ex.end > start:
-                    result = decode(b"[" + buf[start : ex.end] + b"]")
-                cut = ex
-                if ex.end <= start:
+                    result = _decode_in_place(buf, start, ex.end, decode)
+                else:
                     self._finish(prefix, buf, ex.closed_at)
                     return
+                cut = ex
             yield result
             if cut.closed_at >= 0:
                 self._finish(prefix, buf, cut.closed_at)
                 return
             start = cut.end
 
-    def _finish(self, prefix: bytes, buf: bytes, close_at: int) -> None:
+    def _finish(self, prefix: bytes, buf: bytearray, close_at: int) -> None:
         """Collect the bytes after the closing ``]`` of the events array."""
-        suffix = buf[close_at + 1 :]
+        suffix = bytearray(buf[close_at + 1 :])
         while not self._eof:
-            suffix += self._more()
+            self._more(suffix)
         if self.bare_list:
             if suffix.strip(_WS):
                 raise BadInputError(f"{self.path.name}: invalid JSON (data after the events list)")
             self.header = None
             return
-        self.header = prefix + b"null" + suffix
+        self.header = prefix + b"null" + bytes(suffix)
+
+
+def _decode_in_place(
+    buf: bytearray,
+    start: int,
+    end: int,
+    decode: Callable[[memoryview, bytearray, int, int], object],
+) -> object:
+    """Decode ``[`` + buf[start:end] + ``]`` by patching the bytes around the slice."""
+    before, after = buf[start - 1], buf[end] if end < len(buf) else None
+    buf[start - 1] = 0x5B  # "["
+    if after is None:
+        buf.append(0x5D)
+    else:
+        buf[end] = 0x5D  # "]"
+    try:
+        with memoryview(buf) as mv, mv[start - 1 : end + 1] as piece:
+            return decode(piece, buf, start, end)
+    finally:
+        buf[start - 1] = before
+        if after is None:
+            buf.pop()
+        else:
+            buf[end] = after

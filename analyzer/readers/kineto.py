@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from itertools import compress
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import msgspec
 import numpy as np
@@ -38,7 +40,7 @@ from analyzer.model import (
 )
 from analyzer.readers.jsonstream import TraceSplitter
 
-__all__ = ["read_kineto", "CAT_TO_KIND", "DTYPE_BYTES"]
+__all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "read_kineto"]
 
 #: Kineto ``cat`` -> event kind (anything else is "other").
 CAT_TO_KIND: dict[str, str] = {
@@ -61,6 +63,13 @@ CAT_TO_KIND: dict[str, str] = {
 }
 _GPU_KINDS = ("kernel", "memcpy", "memset", "gpu_user_annotation")
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+_GPU_CODES = np.array([_KIND_CODE[k] for k in _GPU_KINDS], dtype=np.int8)
+_COPY_CODES = np.array([_KIND_CODE["memcpy"], _KIND_CODE["memset"]], dtype=np.int8)
+#: kinds that can carry a correlation id / an External id (see ``_ArgColumns``)
+_CORR_CODES = np.array(
+    [_KIND_CODE[k] for k in (*_GPU_KINDS, "cuda_runtime", "cuda_driver", "other")], dtype=np.int8
+)
+_EXT_CODES = np.array([i for k, i in _KIND_CODE.items() if k != "python_function"], dtype=np.int8)
 
 #: NCCL ``dtype`` arg (lower-cased) -> bytes per element.
 DTYPE_BYTES: dict[str, int] = {
@@ -77,34 +86,88 @@ DTYPE_BYTES: dict[str, int] = {
 # --------------------------------------------------------------------------------------
 
 
-class _Args(msgspec.Struct, frozen=True, gc=False):
-    device: int = -1
-    stream: int = -1
-    correlation: int = -1
-    external_id: int = msgspec.field(default=-1, name="External id")
-    external_id_old: int = msgspec.field(default=-1, name="external id")
-    collective: str = msgspec.field(default="", name="Collective name")
-    in_nelems: int = msgspec.field(default=-1, name="In msg nelems")
-    dtype: str = ""
-    group_size: int = msgspec.field(default=-1, name="Group size")
-    pg_name: str = msgspec.field(default="", name="Process Group Name")
-    seq: int = msgspec.field(default=-1, name="Seq")
-    seq_lower: int = msgspec.field(default=-1, name="seq")
-    nbytes: int = msgspec.field(default=-1, name="bytes")
+#: (JSON key in ``args``, attribute, type, default) of every arg the reader uses.
+_ARG_SPEC: tuple[tuple[str, str, type, Any], ...] = (
+    ("device", "device", int, -1),
+    ("stream", "stream", int, -1),
+    ("correlation", "correlation", int, -1),
+    ("External id", "external_id", int, -1),
+    ("external id", "external_id_old", int, -1),
+    ("Collective name", "collective", str, ""),
+    ("In msg nelems", "in_nelems", int, -1),
+    ("dtype", "dtype", str, ""),
+    ("Group size", "group_size", int, -1),
+    ("Process Group Name", "pg_name", str, ""),
+    ("Seq", "seq", int, -1),
+    ("seq", "seq_lower", int, -1),
+    ("bytes", "nbytes", int, -1),
+)
+_ARG_DEFAULT = {attr: default for _k, attr, _t, default in _ARG_SPEC}
+#: args always decoded; the others only when the slice's bytes contain the needle
+_COMMON_KEYS = frozenset(("device", "stream", "correlation", "External id", "external id", "bytes"))
+_COLLECTIVE = (
+    b'"Collective name',
+    frozenset(("Collective name", "In msg nelems", "dtype", "Group size", "Process Group Name",
+               "Seq", "seq")),
+)  # fmt: skip
+#: Chrome trace phases other than "X": decoded as empty structs (their bodies are skipped).
+_OTHER_PHASES = "BEiIbneCstfPONDMRcv()"
 
 
-_NO_ARGS = _Args()
+class _Other(msgspec.Struct, gc=False, tag_field="ph"):
+    """An event of another phase (metadata, instant, flow...): nothing is kept."""
 
 
-class _Event(msgspec.Struct, gc=False):
-    ph: str = ""
-    cat: str = ""
-    name: str = ""
-    pid: int | str = -1
-    tid: int | str = -1
-    ts: float = math.nan
-    dur: float = 0.0
-    args: _Args = _NO_ARGS
+class _Decoders:
+    """Typed decoders specialised to the ``args`` keys present in a slice.
+
+    A slice whose bytes never contain ``"Collective name"`` is decoded without that field,
+    which keeps msgspec's per-key matching short (the bulk of the decode time).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[frozenset[str], tuple[msgspec.json.Decoder, type, type | None]] = {}
+        others = tuple(
+            msgspec.defstruct(f"_P{i}", [], bases=(_Other,), tag=p)
+            for i, p in enumerate(_OTHER_PHASES)
+        )
+        self._others = others
+
+    def get(self, keys: frozenset[str]) -> tuple[msgspec.json.Decoder, type, type | None]:
+        hit = self._cache.get(keys)
+        if hit is not None:
+            return hit
+        fields: list[tuple[str, Any, Any]] = [
+            ("cat", str, ""),
+            ("name", str, ""),
+            ("pid", int | str, -1),
+            ("tid", int | str, -1),
+            ("ts", float, math.nan),
+            ("dur", float, 0.0),
+        ]
+        args_type: type | None = None
+        if keys:
+            args_type = msgspec.defstruct(
+                "_Args",
+                [
+                    (attr, typ, msgspec.field(default=default, name=key))
+                    for key, attr, typ, default in _ARG_SPEC
+                    if key in keys
+                ],
+                frozen=True,
+                gc=False,
+            )
+            fields.append(("args", args_type, args_type()))
+        event_type = msgspec.defstruct("_Complete", fields, tag_field="ph", tag="X", gc=False)
+        union = Union[(event_type, *self._others)]
+        dec = msgspec.json.Decoder(list[union])  # type: ignore[valid-type]
+        out = (dec, event_type, args_type)
+        self._cache[keys] = out
+        return out
+
+
+_DECODERS = _Decoders()
+_ALL_KEYS = frozenset(k for k, *_r in _ARG_SPEC)
 
 
 class _LooseEvent(msgspec.Struct, gc=False):
@@ -120,9 +183,7 @@ class _LooseEvent(msgspec.Struct, gc=False):
     args: Any = None
 
 
-_STRICT = msgspec.json.Decoder(list[_Event])
 _LOOSE = msgspec.json.Decoder(list[_LooseEvent])
-_ARG_KEYS = {f.encode_name: f.name for f in msgspec.structs.fields(_Args)}
 
 
 def _as_int(v: Any) -> int:
@@ -144,60 +205,73 @@ def _as_num(v: Any, what: str) -> float:
     raise ValueError(f"non-numeric {what} {v!r}")
 
 
-def _coerce(e: _LooseEvent) -> _Event | None:
-    """Turn a loosely typed event into ``_Event`` (None for non-"X" events)."""
+def _coerce(e: _LooseEvent, event_type: type, args_type: type) -> Any:
+    """Turn a loosely typed event into the typed complete event (None for non-"X" events)."""
     if e.ph != "X":
         return None
     ts = _as_num(e.ts, "ts")
     dur = _as_num(e.dur, "dur")
     a = e.args if isinstance(e.args, dict) else {}
     kw: dict[str, Any] = {}
-    for key, field_name in _ARG_KEYS.items():
+    for key, attr, typ, _default in _ARG_SPEC:
         if key in a:
-            default = getattr(_NO_ARGS, field_name)
-            kw[field_name] = str(a[key]) if isinstance(default, str) else _as_int(a[key])
+            kw[attr] = str(a[key]) if typ is str else _as_int(a[key])
     pid = e.pid if isinstance(e.pid, (int, str)) else _as_int(e.pid)
     tid = e.tid if isinstance(e.tid, (int, str)) else _as_int(e.tid)
-    return _Event(
-        ph="X",
-        cat=str(e.cat),
-        name=str(e.name),
-        pid=pid,
-        tid=tid,
-        ts=ts,
-        dur=dur,
-        args=_Args(**kw) if kw else _NO_ARGS,
+    return event_type(
+        cat=str(e.cat), name=str(e.name), pid=pid, tid=tid, ts=ts, dur=dur, args=args_type(**kw)
     )
 
 
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 
 
-def _decode_slice(piece: bytes) -> list[_Event]:
-    """Decode one ``[...]`` slice; raise ``msgspec.DecodeError`` on malformed JSON."""
+_Decoded = tuple[list[Any], frozenset[str]]
+
+
+class _SliceDecoder:
+    """Decode ``[...]`` slices of one file into (complete events, args keys decoded).
+
+    The collective args are decoded from the first slice whose bytes mention
+    ``"Collective name`` on (one byte search per slice until then).
+    """
+
+    def __init__(self) -> None:
+        self.keys = _COMMON_KEYS
+
+    def __call__(self, piece: memoryview, buf: bytearray, lo: int, hi: int) -> _Decoded:
+        if self.keys is _COMMON_KEYS and buf.find(_COLLECTIVE[0], lo, hi) >= 0:
+            self.keys = _COMMON_KEYS | _COLLECTIVE[1]
+        return _decode_slice(piece, self.keys)
+
+
+def _decode_slice(piece: memoryview, keys: frozenset[str]) -> _Decoded:
+    """Decode one slice; raise ``msgspec.DecodeError`` on malformed JSON (cut is retried)."""
+    dec, event_type, _args_type = _DECODERS.get(keys)
     try:
-        events = _STRICT.decode(piece)
+        events = dec.decode(piece)
     except msgspec.ValidationError:
-        return _decode_loose(piece)
+        return _decode_loose(piece), _ALL_KEYS
     except msgspec.DecodeError as exc:
         # the parser got this far from a known-good start, so a NaN/Infinity token here is
         # a real (non-JSON) value written by Python's json module, not a bad cut
         m = _BYTE_AT.search(str(exc))
         if m:
             at = int(m.group(1))
-            token = piece[at : at + 9].lstrip(b"-")
+            token = bytes(piece[at : at + 9]).lstrip(b"-")
             if token.startswith((b"NaN", b"Infinity")):
                 raise _BadValue(
                     "non-finite number (NaN/Infinity) in an event: invalid duration or timestamp"
                 ) from None
         raise
-    return [e for e in events if e.ph == "X"]
+    return [e for e in events if type(e) is event_type], keys
 
 
-def _decode_loose(piece: bytes) -> list[_Event]:
+def _decode_loose(piece: memoryview) -> list[Any]:
     loose = _LOOSE.decode(piece)  # malformed JSON raises DecodeError here
+    _dec, event_type, args_type = _DECODERS.get(_ALL_KEYS)
     try:
-        coerced = [_coerce(e) for e in loose]
+        coerced = [_coerce(e, event_type, args_type) for e in loose]  # type: ignore[arg-type]
     except ValueError as exc:
         raise _BadValue(str(exc)) from None
     return [e for e in coerced if e is not None]
@@ -226,6 +300,9 @@ class _Interner:
         )
         return remap[codes] if len(codes) else np.zeros(0, dtype=np.int32)
 
+    def constant(self, value: str, n: int) -> np.ndarray:
+        return np.full(n, self.codes.setdefault(value, len(self.codes)), dtype=np.int32)
+
     def categorical(self, codes: np.ndarray) -> pd.Categorical:
         cats = pd.Index(list(self.codes), dtype=object)
         return pd.Categorical.from_codes(codes, categories=cats)
@@ -249,6 +326,49 @@ def _us_to_ns(us: np.ndarray) -> np.ndarray:
     return whole.astype(np.int64) * 1000 + frac_ns
 
 
+_GET_TS, _GET_DUR, _GET_CAT, _GET_NAME, _GET_PID, _GET_TID, _GET_ARGS = (
+    attrgetter(a) for a in ("ts", "dur", "cat", "name", "pid", "tid", "args")
+)
+
+
+class _ArgColumns:
+    """Typed ``args`` of one slice; ints are read only for the kinds that can carry them.
+
+    Kineto writes device/stream/correlation only on GPU and runtime events and never gives
+    ``python_function`` events an External id, so reading those fields for the other kinds
+    (most of the events) would only return the default.
+    """
+
+    def __init__(self, events: list[Any], keys: frozenset[str], kind: np.ndarray) -> None:
+        self.args = list(map(_GET_ARGS, events))
+        self.kind = kind
+        self.n = len(events)
+        self.attrs = {attr for key, attr, _t, _d in _ARG_SPEC if key in keys}
+
+    def ints(self, attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
+        """Int arg ``attr`` of events whose kind is in ``kinds`` (all if None), else default."""
+        mask = None if kinds is None else np.isin(self.kind, kinds)
+        return self.ints_where(attr, mask)
+
+    def ints_where(self, attr: str, mask: np.ndarray | None) -> np.ndarray:
+        default = _ARG_DEFAULT[attr]
+        if attr not in self.attrs:
+            return np.full(self.n, default, dtype=np.int64)
+        get = attrgetter(attr)
+        k = self.n if mask is None else int(mask.sum())
+        if k == self.n:
+            return np.fromiter(map(get, self.args), dtype=np.int64, count=self.n)
+        out = np.full(self.n, default, dtype=np.int64)
+        if k:
+            out[mask] = np.fromiter(map(get, compress(self.args, mask)), dtype=np.int64, count=k)
+        return out
+
+    def values(self, attr: str) -> list[Any]:
+        if attr not in self.attrs:
+            return [_ARG_DEFAULT[attr]] * self.n
+        return list(map(attrgetter(attr), self.args))
+
+
 class _Columns:
     """Accumulates numpy columns slice by slice."""
 
@@ -259,12 +379,13 @@ class _Columns:
         self.pg_names = _Interner()
         self.n = 0
 
-    def add(self, events: list[_Event], file_name: str) -> None:
+    def add(self, events: list[Any], keys: frozenset[str], file_name: str) -> None:
+        """Append the columns of one decoded slice (``keys``: the args keys decoded)."""
         n = len(events)
         if n == 0:
             return
-        ts_us = np.array([e.ts for e in events], dtype=np.float64)
-        dur_us = np.array([e.dur for e in events], dtype=np.float64)
+        ts_us = np.fromiter(map(_GET_TS, events), dtype=np.float64, count=n)
+        dur_us = np.fromiter(map(_GET_DUR, events), dtype=np.float64, count=n)
         if not np.isfinite(ts_us).all():
             bad = int(np.flatnonzero(~np.isfinite(ts_us))[0])
             raise BadInputError(
@@ -276,54 +397,74 @@ class _Columns:
             raise BadInputError(
                 f"{file_name}: event {events[i].name!r} has an invalid duration {dur_us[i]!r} us"
             )
-        cat_codes, cat_uniques = pd.factorize(np.array([e.cat for e in events], dtype=object))
+        cat_codes, cat_uniques = pd.factorize(np.array(list(map(_GET_CAT, events)), dtype=object))
         kind_of_cat = np.array(
             [_KIND_CODE[CAT_TO_KIND.get(c, "other")] for c in cat_uniques], dtype=np.int8
         )
-        kind = kind_of_cat[cat_codes] if n else np.zeros(0, dtype=np.int8)
-        gpu = np.isin(kind, [_KIND_CODE[k] for k in _GPU_KINDS])
-        pid = _int_column([e.pid for e in events])
-        tid = _int_column([e.tid for e in events])
-        args = [e.args for e in events]
-        a_dev = np.array([a.device for a in args], dtype=np.int64)
-        a_stream = np.array([a.stream for a in args], dtype=np.int64)
-        device = np.where(gpu, np.where(a_dev >= 0, a_dev, pid), -1).astype(np.int32)
-        stream = np.where(gpu, np.where(a_stream >= 0, a_stream, tid), -1).astype(np.int32)
-        ext = np.array([a.external_id for a in args], dtype=np.int64)
-        ext_old = np.array([a.external_id_old for a in args], dtype=np.int64)
-        seq = np.array([a.seq for a in args], dtype=np.int64)
-        seq_lower = np.array([a.seq_lower for a in args], dtype=np.int64)
-        nelems = np.array([a.in_nelems for a in args], dtype=np.int64)
-        nbytes = np.array([a.nbytes for a in args], dtype=np.int64)
-        coll_strs = [a.collective for a in args]
-        coll = self.collectives.encode(coll_strs)
-        has_coll = np.array([bool(c) for c in coll_strs]) if n else np.zeros(0, dtype=bool)
+        kind = kind_of_cat[cat_codes]
+        pid = _int_column(list(map(_GET_PID, events)))
+        tid = _int_column(list(map(_GET_TID, events)))
+        cols = _ArgColumns(events, keys, kind) if keys else None
+
+        def arg(attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
+            if cols is None:
+                return np.full(n, _ARG_DEFAULT[attr], dtype=np.int64)
+            return cols.ints(attr, kinds)
+
+        gpu = np.isin(kind, _GPU_CODES)
+        if gpu.any():
+            a_dev, a_stream = arg("device", _GPU_CODES), arg("stream", _GPU_CODES)
+            device = np.where(gpu, np.where(a_dev >= 0, a_dev, pid), -1).astype(np.int32)
+            stream = np.where(gpu, np.where(a_stream >= 0, a_stream, tid), -1).astype(np.int32)
+        else:
+            device = stream = np.full(n, -1, dtype=np.int32)
+        ext = arg("external_id", _EXT_CODES)
+        missing = (ext < 0) & np.isin(kind, _EXT_CODES)
+        if cols is not None and missing.any():  # the 2021 schema's "external id"
+            ext = np.where(missing, cols.ints_where("external_id_old", missing), ext)
         msg = np.full(n, -1, dtype=np.int64)
-        if has_coll.any():
+        seq = np.full(n, -1, dtype=np.int64)
+        pg_size = np.full(n, -1, dtype=np.int32)
+        if cols is not None and "Collective name" in keys:
+            coll_strs = cols.values("collective")
+            coll = self.collectives.encode(coll_strs)
+            has_coll = np.fromiter(map(bool, coll_strs), dtype=bool, count=n)
+            nelems = arg("in_nelems")
             dt_codes, dt_uniques = pd.factorize(
-                np.array([a.dtype.lower() for a in args], dtype=object)
+                np.array([d.lower() for d in cols.values("dtype")], dtype=object)
             )
-            size = np.array([DTYPE_BYTES.get(u, -1) for u in dt_uniques], dtype=np.int64)[dt_codes]
+            size = np.array([DTYPE_BYTES.get(u, -1) for u in dt_uniques], dtype=np.int64)
+            size = size[dt_codes]
             ok = has_coll & (nelems >= 0) & (size > 0)
             msg[ok] = nelems[ok] * size[ok]
-        copy = np.isin(kind, [_KIND_CODE["memcpy"], _KIND_CODE["memset"]]) & (nbytes >= 0)
-        msg[copy] = nbytes[copy]
+            pg = self.pg_names.encode(cols.values("pg_name"))
+            pg_size = arg("group_size").astype(np.int32)
+            seq = arg("seq")
+            seq = np.where(seq >= 0, seq, arg("seq_lower"))
+        else:
+            coll = self.collectives.constant("", n)
+            pg = self.pg_names.constant("", n)
+        copy = np.isin(kind, _COPY_CODES)
+        if copy.any():
+            nbytes = arg("nbytes", _COPY_CODES)
+            copy &= nbytes >= 0
+            msg[copy] = nbytes[copy]
         p = self.parts
         p["ts_ns"].append(_us_to_ns(ts_us))
         p["dur_ns"].append(_us_to_ns(dur_us))
         p["kind"].append(kind)
-        p["name"].append(self.names.encode([e.name for e in events]))
+        p["name"].append(self.names.encode(list(map(_GET_NAME, events))))
         p["pid"].append(pid)
         p["tid"].append(tid)
         p["device"].append(device)
         p["stream"].append(stream)
-        p["correlation"].append(np.array([a.correlation for a in args], dtype=np.int64))
-        p["external_id"].append(np.where(ext >= 0, ext, ext_old))
+        p["correlation"].append(arg("correlation", _CORR_CODES))
+        p["external_id"].append(ext)
         p["collective"].append(coll)
         p["msg_bytes"].append(msg)
-        p["pg_name"].append(self.pg_names.encode([a.pg_name for a in args]))
-        p["pg_size"].append(np.array([a.group_size for a in args], dtype=np.int32))
-        p["seq"].append(np.where(seq >= 0, seq, seq_lower))
+        p["pg_name"].append(pg)
+        p["pg_size"].append(pg_size)
+        p["seq"].append(seq)
         self.n += n
 
     def frame(self) -> pd.DataFrame:
@@ -407,9 +548,7 @@ def _header(path: Path, raw: bytes | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def read_kineto(
-    path: str | Path, *, progress: Callable[[int], None] | None = None
-) -> Trace:
+def read_kineto(path: str | Path, *, progress: Callable[[int], None] | None = None) -> Trace:
     """Read one Kineto trace file into a ``Trace`` (one file = one rank).
 
     ``progress`` (optional) receives the number of on-disk bytes consumed after each block.
@@ -422,8 +561,8 @@ def read_kineto(
     splitter = TraceSplitter(path, progress)
     cols = _Columns()
     try:
-        for events in splitter.iter_decoded(_decode_slice):
-            cols.add(events, path.name)  # type: ignore[arg-type]
+        for events, keys in splitter.iter_decoded(_SliceDecoder()):  # type: ignore[misc]
+            cols.add(events, keys, path.name)
     except msgspec.ValidationError as exc:
         raise BadInputError(f"{path.name}: traceEvents is not a list of events ({exc})") from None
     except msgspec.DecodeError as exc:

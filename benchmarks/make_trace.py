@@ -1,0 +1,72 @@
+"""Write a large synthetic Kineto trace by tiling the events of a real one (benchmark input).
+
+SYNTHETIC: the events of a real trace (default: the H100 Hugging Face generate() trace from
+../shared/traces) are repeated ``copies`` times, each copy shifted in time by the span of
+the original plus a 1 ms gap, so the result looks like one long capture. Ground truth is
+known by construction: every count and duration is ``copies`` x the original's.
+
+    python benchmarks/make_trace.py --size-mb 300 --out benchmarks/out/big/trace.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCE = REPO.parent / "shared/traces/kineto/hf_qwen1.5-0.5b_h100_generate.json.gz"
+
+
+def _load(path: Path) -> dict:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        doc = json.load(fh)
+    return doc if isinstance(doc, dict) else {"traceEvents": doc}
+
+
+def make_trace(out: Path, size_mb: float, source: Path = DEFAULT_SOURCE, rank: int = 0) -> dict:
+    """Write ``out`` (uncompressed JSON, >= size_mb MB) and return its ground truth."""
+    doc = _load(source)
+    events = doc.pop("traceEvents")
+    doc["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": 1}
+    timed = [e for e in events if isinstance(e.get("ts"), (int, float))]
+    t0 = min(e["ts"] for e in timed)
+    t1 = max(e["ts"] + e.get("dur", 0) for e in timed)
+    span_us = (t1 - t0) + 1000.0
+    one = b",\n".join(orjson.dumps(e) for e in events)
+    copies = max(1, int(size_mb * 1e6 / len(one)) + 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    head = orjson.dumps(doc)[:-1] + b',"traceEvents":['
+    n_complete = sum(1 for e in events if e.get("ph") == "X")
+    with open(out, "wb") as fh:
+        fh.write(head)
+        for c in range(copies):
+            shift = c * span_us
+            shifted = []
+            for e in events:
+                if "ts" in e and isinstance(e["ts"], (int, float)):
+                    e = dict(e)
+                    e["ts"] = round(e["ts"] + shift, 3)
+                shifted.append(e)
+            if c:
+                fh.write(b",\n")
+            fh.write(b",\n".join(orjson.dumps(e) for e in shifted))
+        fh.write(b"]}\n")
+    return {"copies": copies, "complete_events": n_complete * copies, "bytes": out.stat().st_size}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size-mb", type=float, default=300.0)
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/out/big/trace.json")
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
+    a = ap.parse_args()
+    print(json.dumps(make_trace(a.out, a.size_mb, a.source)))
+
+
+if __name__ == "__main__":
+    main()
