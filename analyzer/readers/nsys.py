@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,7 @@ def read_nsys(path: Path | str) -> list[Trace]:
     Raises ``BadInputError`` for a file that is not an nsys export, is damaged, or has no
     CUDA GPU activity; for an ``.nsys-rep`` when ``nsys`` is not on PATH.
     """
-    traces, _ = _read_report(Path(path))
-    return traces
+    return _read_report(Path(path)).traces
 
 
 def read_nsys_many(paths: Iterable[Path | str]) -> list[Trace]:
@@ -77,34 +77,36 @@ def read_nsys_many(paths: Iterable[Path | str]) -> list[Trace]:
 
     Each report's timestamps are shifted by its capture start
     (``TARGET_INFO_SESSION_START_TIME.utcEpochNs``) so that ``ts_ns == 0`` is the earliest
-    capture start of all; ranks are numbered consecutively in the order of ``paths``.
-    A report without a session start time is left unshifted, with a warning.
+    capture start of all (``metadata["clock_zero_utc_ns"]``, UTC epoch ns); ranks are numbered
+    consecutively in the order of ``paths``. A report without a session start time is left
+    unshifted, with a warning.
     """
     paths = [Path(p) for p in paths]
     if not paths:
         return []
     reports = [_read_report(p) for p in paths]
-    zeros = [z for _, z in reports if z is not None]
-    common = min(zeros) if zeros else 0
+    starts = [r.start_utc_ns for r in reports if r.start_utc_ns is not None]
+    common = min(starts) if starts else None
     profile_id = _joint_profile_id(paths)
     out: list[Trace] = []
-    world = sum(len(t) for t, _ in reports)
-    for (traces, zero), path in zip(reports, paths):
-        shift = (zero - common) if zero is not None else 0
-        for t in traces:
+    world = sum(len(r.traces) for r in reports)
+    for rep, path in zip(reports, paths):
+        aligned = common is not None and rep.zero_utc_ns is not None
+        shift = rep.zero_utc_ns - common if aligned else 0  # type: ignore[operator]
+        for t in rep.traces:
             events = t.events
             if shift:
                 events = events.copy()
                 events["ts_ns"] = events["ts_ns"].to_numpy() + np.int64(shift)
             warnings = t.warnings
-            if zero is None and len(paths) > 1:
+            if not aligned and len(paths) > 1:
                 note = (
                     f"{path.name} has no TARGET_INFO_SESSION_START_TIME: its clock "
                     "is not aligned with the other reports"
                 )
                 warnings += (note,)
             meta = dict(t.metadata) | {
-                "clock_zero_utc_ns": common if zero is not None else None,
+                "clock_zero_utc_ns": common if aligned else t.metadata["clock_zero_utc_ns"],
                 "clock_shift_ns": shift,
             }
             rank = RankInfo(
@@ -126,11 +128,18 @@ def read_nsys_many(paths: Iterable[Path | str]) -> list[Trace]:
 # ------------------------------------------------------------------------------ one report
 
 
-def _read_report(path: Path) -> tuple[list[Trace], int | None]:
+@dataclass(frozen=True)
+class _Report:
+    traces: list[Trace]
+    zero_utc_ns: int | None  # UTC epoch ns of the report's ts_ns == 0
+    start_utc_ns: int | None  # UTC epoch ns of the capture start
+
+
+def _read_report(path: Path) -> _Report:
     sqlite_path = export_report(path) if is_report(path) else path
     db = NsysDb.open(sqlite_path)
     try:
-        return _build(db, path), db.clock_zero_utc_ns()
+        return _Report(_build(db, path), db.clock_zero_utc_ns(), db.session_start_utc_ns())
     finally:
         db.close()
 
@@ -219,7 +228,7 @@ def _assign_host_devices(
     per_proc = gpu.groupby(["pkey", "device"]).size().rename("n").reset_index()
     per_proc = per_proc.sort_values(["pkey", "n", "device"], ascending=[True, False, True])
     main = per_proc.drop_duplicates("pkey").set_index("pkey")["device"]
-    out = host["pkey"].map(main).to_numpy(dtype=np.int64)
+    out = host["pkey"].map(main).to_numpy(dtype=np.int64, copy=True)
     counts = per_proc.groupby("pkey")["device"].apply(lambda s: sorted(int(d) for d in s))
     split = {int(k): v for k, v in counts.items() if len(v) > 1}
     if not split or host.empty:
