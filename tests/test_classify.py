@@ -30,6 +30,7 @@ from analyzer.classify import (
     describe_rule,
     load_rules,
 )
+from analyzer.classify.engine import required_literal
 from analyzer.model import (
     CATEGORIES,
     COLLECTIVES,
@@ -868,11 +869,40 @@ def test_builtin_vocabulary_is_the_models() -> None:
     assert set(CATEGORIES) - seen_cats <= {"memcpy", "memset", "other"}
 
 
-def test_regex_tables_are_compiled_once(rules: RuleSet) -> None:
-    # each layer's ordinary pattern rules are one compiled alternation
-    layer = rules.layers[0]
-    assert layer.patterns._combined is not None
-    assert layer.patterns._combined.pattern.count("(?P<r") == len(layer.patterns.rules)
+@pytest.mark.parametrize(
+    ("pattern", "hint"),
+    [
+        ("nccl(?:Dev)?Kernel_AllReduce", "kernel_allreduce"),
+        ("^_fwd_kernel_stage[12]", "_fwd_kernel_stage"),
+        ("(?:^|::|\\d)mori(?:::|\\d)", "mori"),
+        ("rms_?norm", "norm"),
+        ("a|b", ""),
+        ("abc?", "ab"),
+        ("ab+c", "ab"),
+        ("x{2}yz", "yz"),
+        ("[abc]def", "def"),
+        ("(?x) a b c", ""),
+        ("\\(foo", "foo"),
+    ],
+)
+def test_required_literal(pattern: str, hint: str) -> None:
+    assert required_literal(pattern) == hint
+
+
+def test_required_literal_is_necessary(rules: RuleSet) -> None:
+    """For every built-in regex and every case name: a match implies the hint is present."""
+    names = [c[1] for c in CASES] + ["ncclDevKernel_Reduce(", "Moe_", "x_moe"]
+    n_regex = 0
+    for r in rules.rules:
+        if r.match != "regex":
+            continue
+        n_regex += 1
+        rx = re.compile(r.pattern, re.IGNORECASE if r.ignore_case else 0)
+        hint = required_literal(r.pattern)
+        for name in names:
+            if rx.search(name):
+                assert hint in name.lower(), (r.pattern, hint, name)
+    assert n_regex > 20
 
 
 def test_user_regex_with_groups_still_matches_in_order(tmp_path: Path) -> None:
@@ -1001,15 +1031,16 @@ def test_unique_names_classified_once(monkeypatch: pytest.MonkeyPatch) -> None:
     rs = load_rules()  # fresh: no memo from other tests
     trace = Trace(rank=RankInfo(rank=0), events=_events(rows), sources=())
     classify_trace(trace, rs)
-    unique = {r[1] for r in TRACE_ROWS}
-    assert set(calls) == unique
+    # only names that appear on kernel rows go through the rules (host names never do)
+    unique_kernel_names = {r[1] for r in TRACE_ROWS if r[0] == "kernel"}
+    assert set(calls) == unique_kernel_names
     assert all(v == 1 for v in calls.values()), calls
     assert len(trace.events) == len(rows)
     # classify_names is also once per unique name
     calls.clear()
     rs2 = load_rules()
     classify_names([r[1] for r in rows], rs2)
-    assert all(v == 1 for v in calls.values()) and set(calls) == unique
+    assert all(v == 1 for v in calls.values()) and set(calls) == {r[1] for r in TRACE_ROWS}
 
 
 def test_classify_large_table_is_fast() -> None:

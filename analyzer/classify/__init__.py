@@ -153,8 +153,13 @@ def classify_events(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.Da
     else:
         arg_codes, args = np.zeros(n, np.int64), [""]
 
-    # one rule lookup per unique name; index len(names) stands for a missing name
-    per_name = [rules.classify(nm) for nm in names] + [("other", "")]
+    # one rule lookup per unique name of a kernel row (other kinds never use the name's
+    # category); index len(names) stands for a missing name
+    per_name: list[tuple[str, str]] = [("other", "")] * (len(names) + 1)
+    if "kernel" in kinds:
+        on_kernels = np.unique(name_codes[kind_codes == kinds.index("kernel")])
+        for code in on_kernels[on_kernels >= 0].tolist():
+            per_name[code] = rules.classify(names[code])
     name_cat = np.array([_CAT_INDEX[c] for c, _ in per_name], dtype=np.int64)
     name_codes = np.where(name_codes < 0, len(names), name_codes)
     kind_codes = np.where(kind_codes < 0, len(kinds), kind_codes)

@@ -23,6 +23,7 @@ letters and digits of the name.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections.abc import Sequence
@@ -61,50 +62,112 @@ class Rule:
     fallback: bool = False
     source: str = ""  # "file#index" for describe_rule
 
-    def regex_body(self) -> str:
-        """This rule as a regex meant for ``re.match`` (anchored at the start)."""
-        if self.match == "prefix":
-            body = re.escape(self.pattern)
-        elif self.match == "contains":
-            body = r"(?s:.*?)" + re.escape(self.pattern)
-        else:  # regex: search semantics
-            body = r"(?s:.*?)(?:" + self.pattern + ")"
-        return f"(?i:{body})" if self.ignore_case else body
+
+_META = frozenset(".^$*+?{}[]\\|()")
+
+
+def required_literal(pattern: str) -> str:
+    """The longest ASCII literal that every match of regex ``pattern`` contains ("" if unsure).
+
+    Used as a cheap prefilter: ``hint.lower() in name.lower()`` is necessary for a match, so
+    the regex runs only on names that pass. Top-level alternation or verbose mode give "".
+    """
+    try:
+        if re.compile(pattern).flags & re.VERBOSE:
+            return ""
+    except re.error:
+        return ""
+    runs: list[str] = []
+    cur: list[str] = []
+    depth, i, n, in_class = 0, 0, len(pattern), False
+
+    def cut() -> None:
+        if cur:
+            runs.append("".join(cur))
+            cur.clear()
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            cut()
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+            i += 1
+            continue
+        if c == "[":
+            cut()
+            in_class = True
+            i += 2 if pattern[i + 1 : i + 2] == "^" else 1
+            i += 1 if pattern[i : i + 1] == "]" else 0  # "[]...]": that first ] is literal
+            continue
+        if c == "{" and depth == 0:  # quantifier: the previous character is optional
+            if cur:
+                cur.pop()
+            cut()
+            close = pattern.find("}", i)
+            i = n if close < 0 else close + 1
+            continue
+        if c in "()":
+            cut()
+            depth += 1 if c == "(" else -1
+        elif c == "|":
+            if depth == 0:
+                return ""
+        elif depth > 0:
+            pass
+        elif c in "?*":  # the previous character is optional
+            if cur:
+                cur.pop()
+            cut()
+        elif c in "+.^$" or not c.isascii():
+            cut()
+        else:
+            cur.append(c)
+        i += 1
+    cut()
+    return max(runs, key=len, default="").lower()
 
 
 class _PatternTable:
-    """Ordered prefix/contains/regex rules compiled into one alternation (first rule wins).
+    """Ordered prefix/contains/regex rules of one layer, compiled once (first rule wins).
 
-    Each rule becomes ``(?P<rN>...)``, anchored with ``re.match``: alternatives are tried in
-    order at position 0 and each scans the whole name, so the first rule (file order) that
-    matches anywhere wins. Tables whose regexes hold their own groups (which would break the
-    numbering) are matched rule by rule instead.
+    Literal rules (prefix, contains, and regexes without metacharacters) are plain ``str``
+    tests; every other regex is compiled once and guarded by its required literal
+    (``required_literal``), so most rules cost one substring test per name.
     """
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
-        self._combined: re.Pattern[str] | None = None
-        self._each: tuple[re.Pattern[str], ...] = ()
-        if not self.rules:
-            return
-        bodies = [r.regex_body() for r in self.rules]
-        each = tuple(re.compile(b) for b in bodies)
-        if any(p.groups for p in each):
-            self._each = each
-        else:
-            self._combined = re.compile("|".join(f"(?P<r{i}>{b})" for i, b in enumerate(bodies)))
+        # (rule index, op, needle, compiled regex or None); op: "in", "in_ci", "pre", "pre_ci", "re"
+        ops: list[tuple[int, str, str, re.Pattern[str] | None]] = []
+        for k, r in enumerate(self.rules):
+            literal = r.match != "regex" or not (_META & set(r.pattern))
+            if literal:
+                op = "pre" if r.match == "prefix" else "in"
+                needle = r.pattern.lower() if r.ignore_case else r.pattern
+                ops.append((k, op + "_ci" if r.ignore_case else op, needle, None))
+            else:
+                flags = re.IGNORECASE if r.ignore_case else 0
+                ops.append((k, "re", required_literal(r.pattern), re.compile(r.pattern, flags)))
+        self._ops = tuple(ops)
 
     def find(self, name: str) -> Rule | None:
-        if self._combined is not None:
-            m = self._combined.match(name)
-            if m is None:
-                return None
-            key = m.lastgroup
-            assert key is not None
-            return self.rules[int(key[1:])]
-        for rule, pat in zip(self.rules, self._each):
-            if pat.match(name):
-                return rule
+        lower = name.lower()
+        for k, op, needle, rx in self._ops:
+            if op == "in":
+                hit = needle in name
+            elif op == "in_ci":
+                hit = needle in lower
+            elif op == "pre":
+                hit = name.startswith(needle)
+            elif op == "pre_ci":
+                hit = lower.startswith(needle)
+            else:
+                hit = needle in lower and rx is not None and rx.search(name) is not None
+            if hit:
+                return self.rules[k]
         return None
 
 
@@ -302,6 +365,18 @@ def builtin_rule_files() -> list[tuple[str, str]]:
     return [(BUILTIN_PREFIX + p.name, p.read_text(encoding="utf-8")) for p in files]
 
 
+@functools.lru_cache(maxsize=1)
+def _builtin() -> tuple[_Layer, tuple[tuple[str, str, str], ...]]:
+    """The built-in layer, parsed and compiled once per process (layers are immutable)."""
+    rules: list[Rule] = []
+    aliases: list[tuple[str, str, str]] = []
+    for source, text in builtin_rule_files():
+        r, a = _parse_file(source, text)
+        rules += r
+        aliases += a
+    return _Layer("builtin", rules), tuple(aliases)
+
+
 def load_rules(extra: Sequence[str | Path] = ()) -> RuleSet:
     """Built-in rules, then each user rule file in ``extra`` (later files take precedence).
 
@@ -314,14 +389,9 @@ def load_rules(extra: Sequence[str | Path] = ()) -> RuleSet:
     """
     if isinstance(extra, (str, Path)):
         extra = [extra]
-    builtin_rules: list[Rule] = []
-    builtin_aliases: list[tuple[str, str, str]] = []
-    for source, text in builtin_rule_files():
-        rules, aliases = _parse_file(source, text)
-        builtin_rules += rules
-        builtin_aliases += aliases
-    layers = [_Layer("builtin", builtin_rules)]
-    alias_layers = [builtin_aliases]
+    builtin_layer, builtin_aliases = _builtin()
+    layers = [builtin_layer]
+    alias_layers = [list(builtin_aliases)]
     for path in extra:
         p = Path(path)
         try:
