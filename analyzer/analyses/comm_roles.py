@@ -190,7 +190,7 @@ def cross_rank(
         "skew_total_us": float(skew.sum()),
         "end_spread_us": _pcts(end_spread),
         "ranks": ranks,
-        "straggler_rank": straggler,
+        "last_arrival_leader": straggler,
         "straggler_last_share": ranks[straggler]["last_arrival_share"] if straggler is not None else None,
         "allreduce_busbw_gbps": bw,
         "allreduce_us_per_mb": us_per_mb,

@@ -196,6 +196,9 @@ def _steps_from_spans(ev: pd.DataFrame, pos: np.ndarray, modes: list[str], extra
     df.insert(0, "step", np.arange(len(df), dtype=np.int64))
     for c in ("bs", "tokens", "kv_tokens", "ctx_reqs", "gen_reqs", "ctx_sqsk", "gen_sk"):
         df[c] = df[c].astype(float)
+    # a decode step computes one new token per request
+    dec = (df["phase"] == "decode") & df["tokens"].isna()
+    df.loc[dec, "tokens"] = df.loc[dec, "bs"]
     return df
 
 

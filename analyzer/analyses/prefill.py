@@ -88,7 +88,7 @@ def analyze_prefill(
             "quadratic_share_at_longest": share,
             "longest_step_tokens": float(Tn[i]),
         }
-    if model is not None:
+    if model is not None and (~np.isnan(T)).any():
         layers = math.ceil(model.num_layers / max(pp, 1))
         heads = max(1, math.ceil(model.num_heads / max(tp, 1)))
         sqsq_est = np.where(bs > 0, T * T / np.where(bs > 0, bs, 1), T * T)

@@ -212,7 +212,8 @@ def analyze_serving(
                              "annotations (step[..], execute_.., forward frames)")
 
     rep = _representative(figs)
-    straggler = xr.get("straggler_rank")
+    straggler = _name_straggler(xr, figs, th)
+    xr["straggler_rank"] = straggler
     if straggler is not None:
         xr["straggler_slower_categories"] = _slower_categories(figs, straggler)
     elif len(traces) > 1 and not xr.get("instances"):
@@ -238,6 +239,20 @@ def analyze_serving(
     findings = detect(figs, sections, server_args, planner)
     calibration = _calibration(sections, attrs, rep, gpu_spec, traces)
     return ServingAnalysis(sections, calibration, findings, abstained)
+
+
+def _name_straggler(xr: Mapping[str, Any], figs: Sequence[Mapping[str, Any]], th: Mapping[str, Any]) -> int | None:
+    """The last-arriving rank, named only when it is clearly and materially the straggler."""
+    lead = xr.get("last_arrival_leader")
+    if lead is None or not figs:
+        return None
+    wall = float(np.median([f["wall_us"] for f in figs]))
+    wait = float(np.median([f.get("wait_exposed_us") or 0.0 for f in figs]))
+    share = xr.get("straggler_last_share") or 0.0
+    skew = (xr.get("skew_us") or {}).get("p50") or 0.0
+    ok = (share >= th["skew"]["straggler_last_share"] and skew >= th["skew"]["min_skew_us"]
+          and wall > 0 and wait / wall >= th["min_share"])
+    return int(lead) if ok else None
 
 
 def _representative(figs: Sequence[Mapping[str, Any]]) -> int:

@@ -170,8 +170,7 @@ def cross_rank_skew(ctx: Context) -> Finding | None:
     t = med(ctx.figs, "wait_exposed_us")
     s = skew.get("straggler_rank")
     share = skew.get("straggler_last_share") or 0.0
-    named = s is not None and share >= ctx.th["skew"]["straggler_last_share"] and \
-        (skew.get("skew_us", {}).get("p50") or 0.0) >= ctx.th["skew"]["min_skew_us"]
+    named = s is not None  # named by analyses.serving with the [skew] thresholds
     title = f"Cross-rank skew: rank {s} is the straggler" if named else "Cross-rank skew in collectives"
     slower = skew.get("straggler_slower_categories") if named else None
     rec = ((f"Rank {s} arrives last at {100 * share:.0f}% of the collectives; the other ranks wait for it. "
