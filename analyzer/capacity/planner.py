@@ -228,6 +228,16 @@ def plan(
     workload = workload or Workload()
     budget = budget or MemoryBudget()
     efficiency = efficiency or Efficiency()
+    for value, cls in (
+        (model, ModelSpec),
+        (gpu, GPUSpec),
+        (parallel, Parallelism),
+        (workload, Workload),
+        (budget, MemoryBudget),
+        (efficiency, Efficiency),
+    ):
+        if not isinstance(value, cls):
+            raise TypeError(f"plan() expected a {cls.__name__}, got {type(value).__name__}")
     b = dtype_bytes(kv_dtype)
     if parallel.pp > model.num_layers:
         raise BadInputError(f"pp {parallel.pp} exceeds the model's {model.num_layers} layers")
