@@ -148,7 +148,10 @@ def top_level_key_offset(buf: bytes, key_at: int) -> bool:
     if q.size % 2:  # key_at lies inside a string
         return False
     _pos, _c, depth = _structure(a)
-    return bool(depth.size) and int(depth[-1]) == 1
+    if not depth.size or int(depth[-1]) != 1:
+        return False
+    # a key follows "{" or "," (a string value follows ":")
+    return bytes(buf[:key_at]).rstrip(_WS)[-1:] in (b"{", b",")
 
 
 @dataclass

@@ -8,7 +8,7 @@ flow arrows (``s``/``f``) are skipped (the launch <-> kernel link is already in
 ``args.correlation``). Both the current schema (``kernel``, ``cuda_runtime``, ``External
 id``) and the 2021 one (``Kernel``, ``Runtime``, ``external id``, ``"tid": "stream 7"``)
 are read. Timestamps in float microseconds become int64 nanoseconds, rounded to the
-nearest ns. Rows are sorted by ``ts_ns`` (stable).
+nearest ns (``round(x * 1000)``, exact for integer epoch microseconds). Rows are sorted by ``ts_ns`` (stable).
 
 The file is decoded in slices of a few MB with typed msgspec Structs that declare only
 the fields used (unknown keys are skipped by the decoder), so memory stays near the size
@@ -320,10 +320,20 @@ def _int_column(values: list[Any]) -> np.ndarray:
 
 
 def _us_to_ns(us: np.ndarray) -> np.ndarray:
-    """Float microseconds -> int64 ns, rounded to the nearest ns without losing precision."""
-    whole = np.floor(us)
-    frac_ns = np.rint((us - whole) * 1000.0).astype(np.int64)
-    return whole.astype(np.int64) * 1000 + frac_ns
+    """Microseconds -> int64 ns as ``round(us * 1000)``; exact for integral epoch values.
+
+    Past 2**53 ns (~104 days of ns) a float product loses ns, so there the whole
+    microseconds are scaled as integers and only the fraction is rounded.
+    """
+    scaled = us * 1000.0
+    out = np.rint(scaled).astype(np.int64)
+    big = np.abs(scaled) >= 2.0**53
+    if big.any():
+        whole = np.floor(us[big])
+        out[big] = whole.astype(np.int64) * 1000 + np.rint((us[big] - whole) * 1000.0).astype(
+            np.int64
+        )
+    return out
 
 
 _GET_TS, _GET_DUR, _GET_CAT, _GET_NAME, _GET_PID, _GET_TID, _GET_ARGS = (
