@@ -1199,3 +1199,19 @@ def test_coverage_tool_runs(shared_traces: Path, capsys: pytest.CaptureFixture[s
     assert main([str(path)]) == 0
     out = capsys.readouterr().out
     assert "other: 0.00% of GPU time" in out and "gemm=" in out
+
+
+def test_docs_cover_vocabulary_and_format(repo_root: Path) -> None:
+    """docs/taxonomy.md names every category, collective, rule field, match type and file."""
+    from analyzer.classify.engine import ALIAS_KEYS, MATCH_TYPES, RULE_KEYS
+
+    doc = (repo_root / "docs" / "taxonomy.md").read_text(encoding="utf-8")
+    words = (
+        [f"`{c}`" for c in CATEGORIES + COLLECTIVES]
+        + [f"`{k}`" for k in sorted(RULE_KEYS | ALIAS_KEYS)]
+        + [f"`{m}`" for m in MATCH_TYPES]
+        + [f"`{src.split(':', 1)[1]}`" for src, _ in builtin_rule_files()]
+        + ["--rules", "python -m analyzer.classify", "BadInputError", "fallback = true"]
+    )
+    missing = [w for w in words if w not in doc]
+    assert not missing, missing
