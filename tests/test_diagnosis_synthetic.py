@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
+from functools import cache
 
 import pytest
+from test_diagnosis_common import SCENARIOS, SYNTHETIC, ground_truth, load_dir
 
 from analyzer.analyses.serving import analyze_serving
-from test_diagnosis_common import SCENARIOS, SYNTHETIC, ground_truth, load_dir
 
 PHASE_OF = {"EXTEND": "prefill", "DECODE": "decode", "MIXED": "mixed"}
 
 pytestmark = pytest.mark.skipif(not SYNTHETIC.is_dir(), reason="sample_traces/synthetic absent")
 
 
-@lru_cache(maxsize=None)
+@cache
 def run(scenario: str):
     traces, sa = load_dir(SYNTHETIC / scenario)
     return traces, analyze_serving(traces, {}, server_args=sa)
@@ -81,7 +81,7 @@ def test_per_rank_figures(scenario):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_phase_split(scenario):
     gt = ground_truth(scenario)
-    traces, res = run(scenario)
+    _traces, res = run(scenario)
     by_rank = {p["rank"]: p for p in res.sections["phases"]["ranks"]}
     for g in gt["ranks"]:
         phases = by_rank[g["rank"]]["phases"]
@@ -118,7 +118,7 @@ def test_conservation_and_json(scenario):
 
 def test_tensor_core_decode_reassigns_prefill_kernel():
     """The decode path runs BatchPrefillWithPagedKVCacheKernel: it must count as decode."""
-    traces, res = run("tensor_core_decode")
+    _traces, res = run("tensor_core_decode")
     gt = ground_truth("tensor_core_decode")["ranks"][0]
     f = res.sections["ranks"][0]
     assert close(f["cat_attention_decode_us"], gt["categories"]["attention_decode"]["time_us"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -23,14 +23,14 @@ VLLM = "kineto/vllm_gptoss_mi300_prefill_decode_piecewise.json.gz"
 HF = "kineto/hf_qwen1.5-0.5b_h100_generate.json.gz"
 
 
-@lru_cache(maxsize=None)
+@cache
 def raw(path: str) -> list[dict]:
     with gzip.open(path, "rt") as fh:
         d = json.load(fh)
     return d["traceEvents"] if isinstance(d, dict) else d
 
 
-@lru_cache(maxsize=None)
+@cache
 def analysed(path: str):
     tr = read_kineto(path)
     classify_trace(tr)
@@ -61,7 +61,7 @@ def family(name: str) -> str:
 
 def test_sglang_extend_step(shared_traces):
     path = str(shared_traces / SGLANG)
-    tr, attr = analysed(path)
+    _tr, attr = analysed(path)
     assert attr.source == "sglang_step"
     steps = attr.steps
     assert len(steps) == 1

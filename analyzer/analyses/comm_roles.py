@@ -22,7 +22,8 @@ be ~0 for a synchronous collective, is reported as ``end_spread_us`` to check th
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

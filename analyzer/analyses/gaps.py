@@ -24,7 +24,8 @@ belongs to no step (before the first step of the capture, untracked work). Conse
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd

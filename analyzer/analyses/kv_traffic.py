@@ -16,8 +16,9 @@ the figures that need it are ``None`` and the reason is in ``missing``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -128,7 +129,7 @@ def analyze_kv(
         return out
     att_us = dec["attention_decode_us"].to_numpy(float)
     busy_us = dec["gpu_busy_us"].to_numpy(float)
-    out["decode_steps"] = int(len(dec))
+    out["decode_steps"] = len(dec)
     out["decode_attention_us"] = float(att_us.sum())
     out["kv_cache_write_us"] = float(dec["kv_cache_us"].sum())
     out["decode_attention_share_of_decode"] = float(att_us.sum() / busy_us.sum()) if busy_us.sum() else None

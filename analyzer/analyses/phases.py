@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -532,7 +533,7 @@ def phase_summary(attr: StepAttribution, wall_us: float | None = None) -> dict[s
     return {
         "source": attr.source,
         "device": attr.device,
-        "steps": int(len(steps)) if attr.has_steps else 0,
+        "steps": len(steps) if attr.has_steps else 0,
         "phases": phases,
         "unattributed_gpu_us": unattributed_us,
         "unattributed_kernels": int(un.sum()),

@@ -58,7 +58,7 @@ def analyze_prefill(
     sqsk = pre["ctx_sqsk"].to_numpy(float)
     t = pre["attention_prefill_us"].to_numpy(float)
     W = np.where(~np.isnan(sqsk), sqsk, np.where(bs > 0, T * T / np.where(bs > 0, bs, 1), T * T))
-    out["steps"] = int(len(pre))
+    out["steps"] = len(pre)
     out["attention_us"] = float(t.sum())
     out["tokens"] = float(np.nansum(T))
     out["attention_share_of_prefill"] = float(t.sum() / pre["gpu_busy_us"].sum()) if pre["gpu_busy_us"].sum() else None

@@ -11,19 +11,29 @@ Every section is JSON-able and goes into ``report["serving"]``; per-rank figures
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from analyzer import intervals as iv
 from analyzer.analyses.comm_roles import (
-    comm_roles, cross_rank, exposed_wait_us, parallel_sizes, rank_communication,
+    comm_roles,
+    cross_rank,
+    exposed_wait_us,
+    parallel_sizes,
+    rank_communication,
 )
 from analyzer.analyses.gaps import CAUSES, analyze_gaps, host_spans
 from analyzer.analyses.kv_traffic import analyze_kv, resolve_gpu, resolve_model
 from analyzer.analyses.phases import (
-    NS_PER_US, StepAttribution, attribute_steps, grouped_union_ns, phase_summary, step_rows,
+    NS_PER_US,
+    StepAttribution,
+    attribute_steps,
+    grouped_union_ns,
+    phase_summary,
+    step_rows,
 )
 from analyzer.analyses.prefill import analyze_prefill
 from analyzer.findings import load_thresholds
@@ -58,7 +68,7 @@ def _rank_figures(trace: Trace, attr: StepAttribution, gaps: dict[str, Any], com
                          "idle_us": (wall - busy) / NS_PER_US}
     for j, c in enumerate(CATEGORIES):
         f[f"cat_{c}_us"] = per[j] / NS_PER_US
-    f["steps"] = int(len(attr.steps)) if attr.has_steps else 0
+    f["steps"] = len(attr.steps) if attr.has_steps else 0
     f["between_steps_idle_us"] = gaps["between_steps_us"]
     f["inside_steps_idle_us"] = gaps["inside_steps_us"]
     f["outside_steps_idle_us"] = gaps["outside_steps_us"]
@@ -332,4 +342,4 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-__all__ = ["ServingAnalysis", "analyze_serving", "summarize_ranks", "comm_roles"]
+__all__ = ["ServingAnalysis", "analyze_serving", "comm_roles", "summarize_ranks"]

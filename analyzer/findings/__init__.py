@@ -12,9 +12,10 @@ ties are broken by id, so the order is deterministic.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
 
 from analyzer.model import Finding
 

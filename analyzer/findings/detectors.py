@@ -15,7 +15,8 @@ None. ``time_us`` is the cost on the wall timeline (docs/methodology.md, "Rankin
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -198,7 +199,7 @@ def batching_gaps(ctx: Context) -> Finding | None:
               "while the GPU computes; " if sched is not True else
               "The overlap scheduler is on, so the host work itself is too slow: profile the "
               "scheduler (grammar, tokenizer, detokenizer, radix-cache ops); ")
-           + ("the queue is empty (num_queue_reqs=%g): raise client concurrency so batches fill. " % q
+           + (f"the queue is empty (num_queue_reqs={q:g}): raise client concurrency so batches fill. "
               if q is not None and q <= ctx.th["metrics"]["queue_empty_reqs"] else "")
            + "Avoid per-step host syncs in custom logits processors.")
     ev = {"between_steps_idle_us": t, "by_cause_us": by, "overlap_scheduler": sched,
