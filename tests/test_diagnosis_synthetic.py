@@ -139,3 +139,20 @@ def test_kv_bytes_per_token_matches_ground_truth():
     kv = res.sections["kv_cache"]["summary"]
     # ground truth is for the whole model; the analyzer reports per GPU (TP shards KV heads)
     assert kv["kv_bytes_per_token"] == gt["kv_bytes_per_token"] / gt["tp_size"]
+
+
+def test_reassign_attention_by_phase_rewrites_event_table():
+    """After the rewrite the event table itself counts the decode-path prefill kernel as decode."""
+    from analyzer import intervals as iv
+    from analyzer.analyses.phases import reassign_attention_by_phase
+
+    traces, _ = load_dir(SYNTHETIC / "tensor_core_decode")
+    tr = traces[0]
+    changed = reassign_attention_by_phase(tr)
+    assert changed > 0
+    ev = tr.events
+    sel = (ev["category"].astype(str) == "attention_decode").to_numpy()
+    s = ev["ts_ns"].to_numpy()[sel]
+    want = ground_truth("tensor_core_decode")["ranks"][0]["categories"]["attention_decode"]["time_us"]
+    assert close(iv.union_length(s, s + ev["dur_ns"].to_numpy()[sel]) / 1000.0, want)
+    assert reassign_attention_by_phase(tr) == 0  # idempotent
