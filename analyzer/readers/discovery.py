@@ -1,0 +1,425 @@
+"""Find the traces among the inputs, read them, and give every trace its rank.
+
+    >>> ts = load_traces(["/tmp/sglang_profile"])            # doctest: +SKIP
+    >>> [(t.rank.rank, t.rank.tp_rank, t.rank.rank_source) for t in ts.traces]  # doctest: +SKIP
+
+Inputs: files, directories (walked recursively), ``.zip`` archives (extracted safely to a
+temporary directory that is removed afterwards). Formats are recognised by content:
+gzip magic or a JSON start -> Kineto, ``SQLite format 3`` or ``.nsys-rep`` -> Nsight.
+
+Rank of a Kineto trace, per profile (one capture):
+
+1. ``distributedInfo.rank`` when every rank of the profile has one and no two agree
+   (SGLang writes rank 0 in every TP file of a TP>1 run, so duplicates are common);
+2. else SGLang's file name ``<profile_id>-TP-<tp>[-DP-<dp>][-PP-<pp>][-EP-<ep>][-STAGE]``:
+   ``rank = pp * tp_size + tp`` with ``tp_size`` = highest TP index + 1 seen in the profile
+   (``dp`` is folded in front when (pp, tp) repeats across DP replicas);
+3. else the order of the files, with a note.
+
+SGLang's stage-split files (``-EXTEND`` / ``-DECODE`` of one rank) become one Trace.
+Files that are not traces are skipped with a note in ``TraceSet.notes``; a file named
+explicitly that cannot be read raises ``BadInputError``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import union_categoricals
+
+from analyzer.model import BadInputError, RankInfo, SourceFile, Trace, TraceSet
+from analyzer.readers.archive import ZIP_MAGIC, extracted_zip
+from analyzer.readers.jsonstream import GZIP_MAGIC
+from analyzer.readers.kineto import read_kineto
+from analyzer.readers.naming import SglangName, parse_sglang_name
+
+__all__ = ["Progress", "concat_event_tables", "load_traces", "sniff"]
+
+Progress = Callable[[int, int], None]
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SERVER_ARGS = "server_args.json"
+MAX_NOTES_PER_KIND = 20
+
+
+# --------------------------------------------------------------------------------------
+# sniffing and collecting candidate files
+# --------------------------------------------------------------------------------------
+
+
+def sniff(path: Path) -> str | None:
+    """``"kineto"``, ``"nsys"``, ``"zip"`` or None (not a trace) from the first bytes."""
+    if path.name.endswith(".nsys-rep"):
+        return "nsys"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return None
+    if head.startswith(SQLITE_MAGIC):
+        return "nsys"
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head[:2] == GZIP_MAGIC:
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, 4096)
+        except zlib.error:
+            return None
+    body = head.lstrip(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    if body[:1] in (b"{", b"["):
+        return "kineto"
+    return None
+
+
+@dataclass
+class _Candidate:
+    path: Path  # on disk
+    display: str  # as shown to the user (zip members: "archive.zip/member")
+    fmt: str  # "kineto" | "nsys"
+    explicit: bool  # named by the user: errors raise instead of being noted
+
+
+@dataclass
+class _Inputs:
+    candidates: list[_Candidate] = field(default_factory=list)
+    server_args: dict[str, Any] | None = None
+    server_args_from: str | None = None
+    notes: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def add_server_args(self, path: Path, display: str) -> None:
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            self.notes.append(f"ignored {display}: not valid JSON ({exc})")
+            return
+        if not isinstance(doc, dict):
+            self.notes.append(f"ignored {display}: not a JSON object")
+            return
+        if self.server_args is None:
+            self.server_args, self.server_args_from = doc, display
+        elif doc != self.server_args:
+            self.notes.append(f"ignored {display}: using {self.server_args_from}")
+
+
+def _collect(paths: Sequence[str | Path], stack: ExitStack) -> _Inputs:
+    inp = _Inputs()
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise BadInputError(f"{p}: no such file or directory")
+        if p.is_dir():
+            _walk(p, str(p), inp, seen)
+            continue
+        if p.name == SERVER_ARGS:
+            inp.add_server_args(p, str(p))
+            continue
+        kind = sniff(p)
+        if kind == "zip":
+            root = stack.enter_context(extracted_zip(p))
+            _walk(root, str(p), inp, seen)
+            continue
+        if kind is None:
+            raise BadInputError(
+                f"{p.name}: not a trace file (expected Kineto .json/.json.gz, Nsight "
+                ".sqlite/.nsys-rep, a directory or a .zip)"
+            )
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            inp.candidates.append(_Candidate(p, str(p), kind, explicit=True))
+        beside = p.parent / SERVER_ARGS
+        if beside.is_file():
+            inp.add_server_args(beside, str(beside))
+    return inp
+
+
+def _walk(root: Path, display_root: str, inp: _Inputs, seen: set[Path]) -> None:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fname in sorted(filenames):
+            if fname.startswith("."):
+                continue
+            p = Path(dirpath) / fname
+            display = str(Path(display_root) / p.relative_to(root))
+            if p.is_symlink() or not p.is_file():
+                inp.skipped.append(f"{display} (not a regular file)")
+                continue
+            if fname == SERVER_ARGS:
+                inp.add_server_args(p, display)
+                continue
+            kind = sniff(p)
+            if kind == "zip":
+                inp.skipped.append(f"{display} (archive inside a directory; pass it directly)")
+            elif kind is None:
+                inp.skipped.append(f"{display} (not a trace)")
+            elif p.resolve() not in seen:
+                seen.add(p.resolve())
+                inp.candidates.append(_Candidate(p, display, kind, explicit=False))
+
+
+# --------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------
+
+
+class _Meter:
+    """Turns per-file byte counts into ``progress(done_bytes, total_bytes)`` calls."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self.progress, self.total, self.done = progress, total, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+
+def _nsys_readers() -> tuple[Callable[[Path], list[Trace]], Callable[[list[Path]], list[Trace]]]:
+    try:
+        from analyzer.readers import nsys
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("analyzer.readers.nsys"):
+            raise BadInputError("Nsight input is not supported yet") from None
+        raise
+    many = getattr(nsys, "read_nsys_many", None)
+    return nsys.read_nsys, (many or (lambda ps: [t for p in ps for t in nsys.read_nsys(p)]))
+
+
+def _read_nsys_files(cands: list[_Candidate], meter: _Meter, notes: list[str]) -> list[Trace]:
+    if not cands:
+        return []
+    read_one, read_many = _nsys_readers()
+    if len(cands) > 1:
+        try:
+            traces = read_many([c.path for c in cands])
+            meter.add(sum(_size(c.path) for c in cands))
+            return traces
+        except BadInputError:
+            pass  # read them one by one to find (and name) the bad one
+    out: list[Trace] = []
+    for c in cands:
+        try:
+            out.extend(read_one(c.path))
+        except BadInputError as exc:
+            if c.explicit:
+                raise
+            notes.append(f"skipped {c.display}: {exc}")
+        meter.add(_size(c.path))
+    return out
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+@dataclass
+class _Loaded:
+    trace: Trace
+    cand: _Candidate
+    name: SglangName | None
+
+
+def _read_kineto_files(cands: list[_Candidate], meter: _Meter, notes: list[str]) -> list[_Loaded]:
+    out: list[_Loaded] = []
+    for c in cands:
+        size = _size(c.path)
+        before = meter.done
+        try:
+            trace = read_kineto(c.path, progress=meter.add)
+        except BadInputError as exc:
+            if c.explicit:
+                raise
+            notes.append(f"skipped {c.display}: {_strip_name(str(exc), c.path.name)}")
+            meter.add(max(0, size - (meter.done - before)))
+            continue
+        meter.add(max(0, size - (meter.done - before)))
+        out.append(_Loaded(trace, c, parse_sglang_name(c.path.name)))
+    return out
+
+
+def _strip_name(msg: str, name: str) -> str:
+    return msg[len(name) + 2 :] if msg.startswith(name + ": ") else msg
+
+
+# --------------------------------------------------------------------------------------
+# ranks
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Unit:
+    """One rank: one file, or the stage-split files of one rank."""
+
+    parts: list[_Loaded]
+
+    @property
+    def name(self) -> SglangName | None:
+        return self.parts[0].name
+
+    @property
+    def dist_rank(self) -> int | None:
+        info = self.parts[0].trace.distributed_info
+        r = info.get("rank") if info else None
+        return r if isinstance(r, int) and not isinstance(r, bool) and r >= 0 else None
+
+    @property
+    def world_size(self) -> int | None:
+        return self.parts[0].trace.rank.world_size
+
+
+def _units(loaded: list[_Loaded]) -> list[_Unit]:
+    by_key: dict[Any, _Unit] = {}
+    for i, item in enumerate(loaded):
+        key: Any = item.name.rank_key if item.name else ("file", i)
+        if key in by_key:
+            by_key[key].parts.append(item)
+        else:
+            by_key[key] = _Unit([item])
+    return list(by_key.values())
+
+
+def _filename_ranks(units: list[_Unit]) -> list[int] | None:
+    names = [u.name for u in units]
+    if any(n is None for n in names):
+        return None
+    tp_size = max(n.tp for n in names if n) + 1
+    pp_size = max((n.pp or 0) for n in names if n) + 1
+    ranks = [(n.pp or 0) * tp_size + n.tp for n in names if n]
+    if len(set(ranks)) < len(ranks):  # DP replicas with their own TP groups
+        ranks = [((n.dp or 0) * pp_size + (n.pp or 0)) * tp_size + n.tp for n in names if n]
+    return ranks if len(set(ranks)) == len(ranks) else None
+
+
+def _assign(units: list[_Unit], profile: str | None, notes: list[str]) -> list[Trace]:
+    dist = [u.dist_rank for u in units]
+    if all(r is not None for r in dist) and len(set(dist)) == len(dist):
+        ranks, source = [int(r) for r in dist if r is not None], "distributedInfo"
+    elif (by_name := _filename_ranks(units)) is not None:
+        ranks, source = by_name, "filename"
+    else:
+        ranks, source = list(range(len(units))), "order"
+        if len(units) > 1:
+            where = f"profile {profile}" if profile else "inputs"
+            notes.append(
+                f"{where}: ranks of {len(units)} traces guessed from file order (no distinct "
+                "distributedInfo.rank and no SGLang -TP-<n> file names)"
+            )
+    out = []
+    for unit, rank in zip(units, ranks, strict=True):
+        n = unit.name
+        world = unit.world_size if source == "distributedInfo" else None
+        info = RankInfo(
+            rank=rank,
+            rank_source=source,
+            tp_rank=n.tp if n else None,
+            pp_rank=n.pp if n else None,
+            dp_rank=n.dp if n else None,
+            ep_rank=n.ep if n else None,
+            world_size=world or unit.world_size or (len(units) if source == "filename" else None),
+            profile_id=profile,
+        )
+        out.append(_merge(unit, info))
+    return out
+
+
+def _merge(unit: _Unit, info: RankInfo) -> Trace:
+    first = unit.parts[0].trace
+    sources = tuple(
+        SourceFile(path=p.cand.display, format="kineto", stage=p.name.stage if p.name else None)
+        for p in unit.parts
+    )
+    if len(unit.parts) == 1:
+        return replace(first, rank=info, sources=sources)
+    devices = {d.index: d for p in unit.parts for d in p.trace.devices}
+    metadata: dict[str, Any] = {}
+    for p in reversed(unit.parts):
+        metadata.update(p.trace.metadata)
+    return Trace(
+        rank=info,
+        events=concat_event_tables([p.trace.events for p in unit.parts]),
+        sources=sources,
+        devices=tuple(devices[k] for k in sorted(devices)),
+        distributed_info=first.distributed_info,
+        metadata=metadata,
+        warnings=tuple(w for p in unit.parts for w in p.trace.warnings),
+    )
+
+
+def concat_event_tables(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate event tables (categories united), sorted by ``ts_ns`` (stable)."""
+    if len(frames) == 1:
+        return frames[0]
+    cols: dict[str, Any] = {}
+    for col in frames[0].columns:
+        if isinstance(frames[0][col].dtype, pd.CategoricalDtype):
+            cols[col] = union_categoricals([f[col] for f in frames], ignore_order=True)
+        else:
+            cols[col] = np.concatenate([f[col].to_numpy() for f in frames])
+    df = pd.DataFrame(cols)
+    ts = df["ts_ns"].to_numpy()
+    if len(ts) and (np.diff(ts) < 0).any():
+        df = df.iloc[np.argsort(ts, kind="stable")].reset_index(drop=True)
+    if "kind" in df.columns:
+        df["kind"] = df["kind"].cat.set_categories(frames[0]["kind"].cat.categories)
+    return df
+
+
+# --------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------
+
+
+def load_traces(paths: Sequence[str | Path], *, progress: Progress | None = None) -> TraceSet:
+    """Read every trace in ``paths`` (files, directories, ``.zip``) into a ``TraceSet``.
+
+    ``progress(done_bytes, total_bytes)`` is called as on-disk bytes are consumed.
+    Raises ``BadInputError`` when no trace can be read, or when a file named explicitly
+    is not a readable trace.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    with ExitStack() as stack:
+        inp = _collect(paths, stack)
+        notes = list(inp.notes)
+        if inp.skipped:
+            shown = inp.skipped[:MAX_NOTES_PER_KIND]
+            more = len(inp.skipped) - len(shown)
+            notes.extend(f"skipped {s}" for s in shown)
+            if more:
+                notes.append(f"skipped {more} more files that are not traces")
+        if not inp.candidates:
+            raise BadInputError(f"no trace file found in {_describe(paths)}")
+        meter = _Meter(progress, sum(_size(c.path) for c in inp.candidates))
+        loaded = _read_kineto_files([c for c in inp.candidates if c.fmt == "kineto"], meter, notes)
+        nsys = _read_nsys_files([c for c in inp.candidates if c.fmt == "nsys"], meter, notes)
+    if not loaded and not nsys:
+        raise BadInputError(f"no readable trace in {_describe(paths)} ({'; '.join(notes[:3])})")
+    traces: list[Trace] = []
+    by_profile: dict[str | None, list[_Unit]] = {}
+    for unit in _units(loaded):
+        by_profile.setdefault(unit.name.profile_id if unit.name else None, []).append(unit)
+    for profile in sorted(by_profile, key=lambda p: (p is not None, p or "")):
+        traces.extend(sorted(_assign(by_profile[profile], profile, notes), key=_order))
+    traces.extend(sorted(nsys, key=_order))
+    return TraceSet(traces=traces, server_args=inp.server_args, notes=notes)
+
+
+def _order(t: Trace) -> tuple[str, int]:
+    return (t.rank.profile_id or "", t.rank.rank)
+
+
+def _describe(paths: Iterable[str | Path]) -> str:
+    shown = [str(p) for p in paths]
+    return ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
