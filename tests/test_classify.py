@@ -620,6 +620,33 @@ CASES: list[tuple[str, str, str, str]] = [
         SAMP,
         "",
     ),
+    # ---- CUTLASS MLA, Mamba / linear attention, LoRA, TRT-LLM MoE helpers
+    (
+        "CUTLASS MLA decode (sgl-kernel)",
+        "void cutlass::device_kernel<cutlass::fmha::kernel::Sm100FmhaMlaKernelTmaWarpspecialized<cute::tuple<cute::C<128>, cute::C<128>, cute::tuple<cute::C<512>, cute::C<64> > >, cutlass::bfloat16_t, float, cutlass::bfloat16_t, float, cutlass::fmha::kernel::Sm100MlaPersistentTileScheduler, false> >(T1::Params)",
+        AD,
+        "",
+    ),
+    ("GDN recurrent decode (SGLang)", "fused_sigmoid_gating_delta_rule_update_kernel", AD, ""),
+    ("FLA recurrent", "fused_recurrent_gated_delta_rule_fwd_kernel", AD, ""),
+    ("FLA chunked prefill", "chunk_gated_delta_rule_fwd_kernel_h_blockdim64", AP, ""),
+    ("Mamba2 chunk scan", "_chunk_scan_fwd_kernel", AP, ""),
+    ("Mamba2 state update", "_selective_scan_update_kernel", AD, ""),
+    (
+        "causal conv1d fwd",
+        "void causal_conv1d_fwd_kernel<Causal_conv1d_fwd_kernel_traits<128, 4, true, true, c10::BFloat16, c10::BFloat16> >(ConvParamsBase)",
+        AP,
+        "",
+    ),
+    ("causal conv1d update (vLLM triton)", "_causal_conv1d_update_kernel", AD, ""),
+    ("Punica SGMV", "_sgmv_expand_kernel", GEMM, ""),
+    ("Punica BGMV", "_bgmv_shrink_kernel", GEMM, ""),
+    (
+        "TRT-LLM MoE activation",
+        "void tensorrt_llm::kernels::cutlass_kernels::doActivationKernel<__nv_bfloat16, __nv_bfloat16, tensorrt_llm::kernels::cutlass_kernels::GLUAdaptor<cutlass::epilogue::thread::SiLu>, (tensorrt_llm::TmaWarpSpecializedGroupedGemmInput::EpilogueFusion)0>(__nv_bfloat16*, __nv_bfloat16 const*, long const*, __nv_bfloat16 const*, bool, long const*, int, long, float const*, bool, tensorrt_llm::kernels::cutlass_kernels::ActivationParams, int)",
+        MOE,
+        "",
+    ),
     # ---- unknown
     ("unknown", "my_custom_kernel_xyz", "other", ""),
 ]

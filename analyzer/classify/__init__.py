@@ -149,7 +149,7 @@ def classify_events(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.Da
     name_codes, names = _codes(events["name"])
     kind_codes, kinds = _codes(events["kind"])
     if "collective" in events.columns:
-        arg_codes, args = _codes(events["collective"].fillna(""))
+        arg_codes, args = _codes(events["collective"])  # missing (-1) reads as ""
     else:
         arg_codes, args = np.zeros(n, np.int64), [""]
 
