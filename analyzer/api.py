@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .analyses.timeline import RankTimeline, summarize, trace_timelines
-from .model import BadInputError, Finding, TraceSet
+from .model import BadInputError, TraceSet
 from .report import InputInfo, Report
 
 Progress = Callable[[int, int], None]
@@ -47,6 +47,8 @@ def analyze(
     ``metrics``: a saved Prometheus text from SGLang's ``/metrics`` (path) or a parsed object.
     ``server_args``: SGLang's server_args (dict or JSON path); found beside traces otherwise.
     """
+    from .analyses.phases import reassign_attention_by_phase
+    from .analyses.serving import analyze_serving
     from .classify import classify_trace, load_rules
 
     traceset = source if isinstance(source, TraceSet) else load(source, progress=progress)
@@ -55,6 +57,7 @@ def analyze(
     ruleset = load_rules([str(r) for r in rules])
     for trace in traceset.traces:
         classify_trace(trace, ruleset)
+        reassign_attention_by_phase(trace)  # attention kernels in decode steps are decode
 
     timelines: list[RankTimeline] = []
     by_rank: dict[int, RankTimeline] = {}
@@ -71,36 +74,20 @@ def analyze(
             "some traces have no GPU activity: their figures come from top-level CPU operators"
         )
 
-    serving: dict[str, Any] = {}
-    calibration: dict[str, Any] = {}
-    abstained: list[str] = []
-    findings: list[Finding]
-    if _has_module("analyzer.analyses.serving"):
-        from .analyses.serving import analyze_serving
-
-        result = analyze_serving(
-            traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu,
-            metrics=parsed_metrics,
-        )
-        serving = dict(result.sections)
-        calibration = dict(result.calibration)
-        findings = list(result.findings)
-        abstained = list(result.abstained)
-    else:
-        findings = []
-        abstained.append("serving diagnosis module not installed")
-
+    result = analyze_serving(
+        traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu, metrics=parsed_metrics
+    )
     inputs = [i for t in sorted(traceset.traces, key=lambda t: t.rank.rank) for i in InputInfo.from_trace(t)]
     return Report(
         inputs=inputs,
         ranks=timelines,
         summary=summarize(timelines),
-        findings=findings,
-        serving=serving,
-        calibration=calibration,
+        findings=list(result.findings),
+        serving=dict(result.sections),
+        calibration=dict(result.calibration),
         warnings=warnings,
         notes=list(traceset.notes),
-        abstained=abstained,
+        abstained=list(result.abstained),
         server_args=sargs,
         metrics=_metrics_dict(parsed_metrics),
     )
