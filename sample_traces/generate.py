@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from analyzer.synthetic import SCENARIOS, write_scenario  # noqa: E402
+from analyzer.synthetic import SCENARIOS, write_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,29 +19,28 @@ from typing import Any
 
 from .engine import simulate, step_span_name
 from .scenarios import SCENARIOS, Plan, server_args
-from .spec import (H100, H200, CommSpec, GpuSpec, KernelSpec, ModelSpec, RankSpec, Scenario,
-                   StepSpec)
+from .spec import H100, H200, CommSpec, GpuSpec, KernelSpec, ModelSpec, RankSpec, Scenario, StepSpec
 from .writer import GENERATOR, trace_filename, write_scenario
 
 __all__ = [
-    "SCENARIOS",
     "GENERATOR",
-    "Scenario",
-    "RankSpec",
-    "StepSpec",
-    "KernelSpec",
-    "CommSpec",
-    "GpuSpec",
-    "ModelSpec",
-    "Plan",
     "H100",
     "H200",
+    "SCENARIOS",
+    "CommSpec",
+    "GpuSpec",
+    "KernelSpec",
+    "ModelSpec",
+    "Plan",
+    "RankSpec",
+    "Scenario",
+    "StepSpec",
+    "generate_all",
+    "server_args",
     "simulate",
     "step_span_name",
-    "server_args",
     "trace_filename",
     "write_scenario",
-    "generate_all",
 ]
 
 

@@ -30,8 +30,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from .kernels import Costs
-from .spec import (H100, H200, LLAMA_1B, LLAMA_8B, LLAMA_70B, QWEN_7B, GpuSpec, KernelSpec,
-                   ModelSpec, RankSpec, Scenario, StepSpec)
+from .spec import (
+    H100,
+    H200,
+    LLAMA_1B,
+    LLAMA_8B,
+    LLAMA_70B,
+    QWEN_7B,
+    GpuSpec,
+    KernelSpec,
+    ModelSpec,
+    RankSpec,
+    Scenario,
+    StepSpec,
+)
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,8 @@ def long_prefill_tp2(seed: int = 1, prompt_lens: Sequence[int] = (2048, 4096, 81
         server_args=server_args(LLAMA_8B, tp=2, chunked=-1, max_prefill_tokens=65536,
                                 context_length=131072),
         params={"prompt_lens": list(prompt_lens), "decode_steps": decode_steps},
-        notes=["execute_<n>_context_... spans accompany each EXTEND step (as in the shared "
-               "SGLang trace)"])
+        notes=[("execute_<n>_context_... spans accompany each EXTEND step (as in the shared "
+                "SGLang trace)")])
 
 
 def kv_bound_decode_cuda_graph(seed: int = 2, decode_steps: int = 24, bs: int = 128,
@@ -160,8 +172,8 @@ def kv_bound_decode_cuda_graph(seed: int = 2, decode_steps: int = 24, bs: int = 
                                 cuda_graph_max_bs=256, mem=0.88),
         params={"decode_steps": decode_steps, "bs": bs,
                 "context_per_request": context_per_request},
-        notes=["KV bytes read per decode step = context_tokens x kv_bytes_per_token "
-               "(bf16 KV, all layers)"])
+        notes=[("KV bytes read per decode step = context_tokens x kv_bytes_per_token "
+                "(bf16 KV, all layers)")])
 
 
 def tp8_straggler(seed: int = 3, straggler: int = 5, slowdown: tuple[int, int] = (2, 1),
@@ -264,8 +276,8 @@ def batching_gaps(seed: int = 5, decode_steps: int = 30, bs: int = 8,
         server_args=server_args(LLAMA_1B, tp=1, chunked=8192),
         params={"decode_steps": decode_steps, "bs": bs,
                 "context_per_request": context_per_request},
-        notes=["gaps.covered_by_scheduler_us: idle GPU time overlapped by host scheduler.* "
-               "spans (same clock)"])
+        notes=[("gaps.covered_by_scheduler_us: idle GPU time overlapped by host scheduler.* "
+                "spans (same clock)")])
 
 
 def tensor_core_decode(seed: int = 6, decode_steps: int = 16, bs: int = 128,
@@ -284,8 +296,8 @@ def tensor_core_decode(seed: int = 6, decode_steps: int = 16, bs: int = 128,
         server_args=server_args(QWEN_7B, tp=1, chunked=8192),
         params={"decode_steps": decode_steps, "bs": bs,
                 "context_per_request": context_per_request},
-        notes=["decode attention kernels are named BatchPrefillWithPagedKVCacheKernel; "
-               "phases.DECODE.categories.attention_decode holds their time"])
+        notes=[("decode attention kernels are named BatchPrefillWithPagedKVCacheKernel; "
+                "phases.DECODE.categories.attention_decode holds their time")])
 
 
 def stage_split(seed: int = 7, extend_steps: int = 3, decode_steps: int = 10) -> Scenario:
@@ -330,8 +342,8 @@ def demo(seed: int = 42) -> Scenario:
         ranks=_tp_group(H100, LLAMA_8B, 2, seed, plans, graph_comm_args=False),
         expected_top_finding="", server_args=server_args(LLAMA_8B, tp=2, chunked=8192),
         params={},
-        notes=["NCCL kernels replayed inside CUDA graphs carry no 'Collective name' args "
-               "(SGLang's pynccl path); eager ones do",
+        notes=[("NCCL kernels replayed inside CUDA graphs carry no 'Collective name' args "
+                "(SGLang's pynccl path); eager ones do"),
                "no single planted cause: expected_top_finding is empty"])
 
 

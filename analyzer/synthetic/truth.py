@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from .engine import Placed, RankTimeline
@@ -127,7 +128,7 @@ def measure(tl: RankTimeline, gpu: list[Placed], steps: list[int]) -> dict[str, 
     }
     recs = [tl.steps[i] for i in steps]
     between: list[Interval] = []
-    for a, b in zip(recs, recs[1:]):
+    for a, b in pairwise(recs):
         if b.gpu_start > a.gpu_end:
             between.append((a.gpu_end, b.gpu_start))
     idle_between = total(intersect(idle, union(between)))
