@@ -74,9 +74,16 @@ def calibration_from_report(report: Mapping[str, Any], label: str = "trace repor
     schema = report.get("schema")
     if schema is not None and not str(schema).startswith(REPORT_SCHEMA_PREFIX):
         raise BadInputError(f"{label}: schema {schema!r} is not a trace-analyzer report")
+    tool = report.get("tool")
+    if isinstance(tool, Mapping) and tool.get("name") not in (None, "trace-analyzer"):
+        raise BadInputError(f"{label}: written by {tool.get('name')!r}, not trace-analyzer")
+    version = report.get("schema_version")
+    early: list[str] = []
+    if version is not None and not str(version).startswith("1."):
+        early.append(f"{label}: report schema_version {version} (planner reads 1.x)")
     cal = report.get("calibration")
     if cal is None:
-        return Calibration(notes=(f"{label} carries no calibration figures",))
+        return Calibration(notes=(*early, f"{label} carries no calibration figures"))
     if not isinstance(cal, Mapping):
         raise BadInputError(f"{label}: 'calibration' must be an object")
     values: dict[str, Any] = {}
@@ -89,9 +96,9 @@ def calibration_from_report(report: Mapping[str, Any], label: str = "trace repor
     gpu_name = cal.get("gpu_name")
     if gpu_name is not None and not isinstance(gpu_name, str):
         raise BadInputError(f"{label}: calibration.gpu_name must be a string")
-    notes: tuple[str, ...] = ()
+    notes = tuple(early)
     if not values:
-        notes = (f"{label} carries no calibration figures",)
+        notes += (f"{label} carries no calibration figures",)
     return Calibration(gpu_name=gpu_name, **values, sources=sources, notes=notes)
 
 
