@@ -1242,3 +1242,22 @@ def test_docs_cover_vocabulary_and_format(repo_root: Path) -> None:
     )
     missing = [w for w in words if w not in doc]
     assert not missing, missing
+
+
+def test_collective_column_with_missing_values() -> None:
+    """A collective Categorical without "" and with NaN: missing reads as no arg."""
+    df = _events(
+        [
+            ("kernel", "ncclDevKernel_Generic_1(ncclDevKernelArgsStorage<4096ul>)", "allreduce"),
+            ("kernel", "ncclDevKernel_Generic_1(ncclDevKernelArgsStorage<4096ul>)", "allreduce"),
+            ("kernel", "fused_moe_kernel", "allreduce"),
+        ]
+    )
+    df["collective"] = pd.Categorical(["allreduce", None, None], categories=["allreduce"])
+    out = classify_events(df)
+    got = list(zip(out["category"].astype(str), out["collective"].astype(str)))
+    assert got == [(COMM, "allreduce"), (COMM, "other"), (MOE, "")]
+    # a plain string column works too
+    df["collective"] = pd.Series(["allreduce", "", ""], dtype="str")
+    out = classify_events(df)
+    assert list(out["collective"].astype(str)) == ["allreduce", "other", ""]
