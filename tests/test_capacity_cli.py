@@ -253,6 +253,18 @@ def test_calibration_files_cli(tmp_path, capsys) -> None:
     assert rates["allreduce_bus_gbps"]["measured"] is True
 
 
+def test_gpu_taken_from_report_when_not_given(tmp_path, capsys) -> None:
+    report = {"calibration": {"gpu_name": "NVIDIA H200", "gpu_preset": "h200"}}
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    args = ["--model", "llama-3.1-8b", "--from-report", str(tmp_path / "r.json")]
+    code, out, _ = in_process([*args, "--format", "json"], capsys)
+    assert code == 0
+    d = json.loads(out)
+    assert d["gpu"]["name"] == "h200" and not d["warnings"]
+    code, out, _ = in_process([*args, "--gpu", "a100", "--format", "json"], capsys)
+    assert json.loads(out)["gpu"]["name"] == "a100-80gb"
+
+
 def test_dp_without_attention_means_replicas(capsys) -> None:
     code, out, _ = in_process(
         ["--model", "llama-3.1-8b", "--tp", "2", "--dp", "4", "--format", "json"], capsys

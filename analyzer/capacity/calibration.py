@@ -96,10 +96,15 @@ def calibration_from_report(report: Mapping[str, Any], label: str = "trace repor
     gpu_name = cal.get("gpu_name")
     if gpu_name is not None and not isinstance(gpu_name, str):
         raise BadInputError(f"{label}: calibration.gpu_name must be a string")
+    gpu_preset = cal.get("gpu_preset")
+    if gpu_preset is not None and not isinstance(gpu_preset, str):
+        raise BadInputError(f"{label}: calibration.gpu_preset must be a string")
     notes = tuple(early)
     if not values:
         notes += (f"{label} carries no calibration figures",)
-    return Calibration(gpu_name=gpu_name, **values, sources=sources, notes=notes)
+    return Calibration(
+        gpu_name=gpu_name, gpu_preset=gpu_preset, **values, sources=sources, notes=notes
+    )
 
 
 def load_report_calibration(path: str | Path) -> Calibration:

@@ -24,6 +24,8 @@ from analyzer.capacity.render import render, render_presets
 from analyzer.capacity.specs import Efficiency, MemoryBudget, Parallelism, Workload
 from analyzer.model import BadInputError
 
+DEFAULT_GPU = "h100-sxm"
+
 DESCRIPTION = """\
 Plan how many concurrent long-context calls one serving replica should take: the KV-cache
 memory bound, a prefill/decode time model (TTFT and throughput versus concurrency), the
@@ -78,7 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--weight-dtype", choices=("bf16", "fp16", "fp8"), help="weight dtype")
     g = p.add_argument_group("GPU (a preset; explicit figures override it)")
     g.add_argument(
-        "--gpu", default="h100-sxm", metavar="NAME", help="GPU preset (default h100-sxm)"
+        "--gpu",
+        metavar="NAME",
+        help="GPU preset (default: the report's GPU with --from-report, else h100-sxm)",
     )
     g.add_argument("--hbm-gb", type=_positive_float, help="HBM size, GB (10^9 B)")
     g.add_argument("--hbm-gbps", type=_positive_float, help="HBM bandwidth, GB/s")
@@ -174,8 +178,11 @@ def _model_from_args(args: argparse.Namespace) -> Any:
 def build_plan(args: argparse.Namespace) -> Any:
     """Parsed ``plan`` arguments -> CapacityPlan (raises BadInputError)."""
     model = _model_from_args(args)
+    report = load_report_calibration(args.from_report) if args.from_report else None
+    profile = load_hardware_profile(args.hardware_profile) if args.hardware_profile else None
+    gpu_name = args.gpu or (report.gpu_preset if report and report.gpu_preset else DEFAULT_GPU)
     gpu = gpu_with(
-        load_gpu(args.gpu),
+        load_gpu(gpu_name),
         memory_gb=args.hbm_gb,
         hbm_gbps=args.hbm_gbps,
         bf16_tflops=args.bf16_tflops,
@@ -203,8 +210,6 @@ def build_plan(args: argparse.Namespace) -> Any:
         "link": args.link_efficiency,
     }
     efficiency = Efficiency(**{k: v for k, v in eff_args.items() if v is not None})
-    report = load_report_calibration(args.from_report) if args.from_report else None
-    profile = load_hardware_profile(args.hardware_profile) if args.hardware_profile else None
     return plan(
         model,
         gpu,

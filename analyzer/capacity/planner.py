@@ -355,9 +355,14 @@ def plan(
     rates = resolve_rates(gpu, model, efficiency, calibration, pp_cross, tp_cross)
     if calibration is not None:
         notes.extend(calibration.notes)
-        if _gpu_name_mismatch(gpu, calibration.gpu_name):
+        preset_differs = calibration.gpu_preset is not None and (
+            calibration.gpu_preset.lower() not in {gpu.name, *gpu.aliases}
+        )
+        mismatch = preset_differs or _gpu_name_mismatch(gpu, calibration.gpu_name)
+        if mismatch and not calibration.is_empty():
             warnings.append(
-                f"calibration was measured on {calibration.gpu_name!r} but the plan is for "
+                f"calibration was measured on "
+                f"{calibration.gpu_name or calibration.gpu_preset!r} but the plan is for "
                 f"{gpu.name}: measured rates may not transfer"
             )
     pf = prefill_time(model, parallel, workload, rates)

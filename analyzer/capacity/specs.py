@@ -302,10 +302,12 @@ class Efficiency:
 class Calibration:
     """Rates measured by a trace or a hardware profile; ``None`` = not measured.
 
-    All rates are per GPU. ``sources`` maps each field that is set to where it came from.
+    All rates are per GPU. ``gpu_name`` is the device the trace ran on, ``gpu_preset`` the
+    planner preset the analyzer matched it to (used when no ``--gpu`` is given). ``sources`` maps each field that is set to where it came from.
     """
 
     gpu_name: str | None = None
+    gpu_preset: str | None = None
     gemm_tflops: float | None = None
     attention_prefill_tflops: float | None = None
     hbm_gbps: float | None = None
@@ -337,7 +339,7 @@ class Calibration:
         """This calibration, with fields it lacks taken from ``base``."""
         values: dict[str, Any] = {}
         sources = dict(base.sources)
-        for f in ("gpu_name", *self.RATE_FIELDS):
+        for f in ("gpu_name", "gpu_preset", *self.RATE_FIELDS):
             mine = getattr(self, f)
             values[f] = mine if mine is not None else getattr(base, f)
             if mine is not None and f in self.sources:
@@ -345,5 +347,5 @@ class Calibration:
         return Calibration(**values, sources=sources, notes=base.notes + self.notes)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f: getattr(self, f) for f in ("gpu_name", *self.RATE_FIELDS)}
+        d = {f: getattr(self, f) for f in ("gpu_name", "gpu_preset", *self.RATE_FIELDS)}
         return d | {"sources": dict(self.sources), "notes": list(self.notes)}
