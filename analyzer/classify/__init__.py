@@ -88,6 +88,51 @@ def _combine_collective(
     return category, ""
 
 
+def _resolve(
+    rules: RuleSet,
+    name_codes: np.ndarray,
+    names: list[str],
+    kind_codes: np.ndarray,
+    kinds: list[str],
+    arg_codes: np.ndarray,
+    args: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row indices into CATEGORIES and COLLECTIVE_VALUES from coded columns (-1 = missing).
+
+    The rules run once per unique name that appears on a kernel row (other kinds never use
+    the name's category); the collective is resolved once per unique (name, kind, arg).
+    """
+    per_name: list[tuple[str, str]] = [("other", "")] * (len(names) + 1)  # last: missing
+    if "kernel" in kinds:
+        on_kernels = np.unique(name_codes[kind_codes == kinds.index("kernel")])
+        for code in on_kernels[on_kernels >= 0].tolist():
+            per_name[code] = rules.classify(names[code])
+    name_codes = np.where(name_codes < 0, len(names), name_codes)
+    kind_codes = np.where(kind_codes < 0, len(kinds), kind_codes)
+    arg_codes = np.where(arg_codes < 0, len(args), arg_codes)
+    kinds_ext, args_ext = kinds + [""], args + [""]
+    n_k, n_a = len(kinds_ext), len(args_ext)
+    combo = (name_codes.astype(np.int64) * n_k + kind_codes) * n_a + arg_codes
+    uniq, inverse = np.unique(combo, return_inverse=True)
+    u_cat = np.empty(len(uniq), dtype=np.int8)
+    u_coll = np.empty(len(uniq), dtype=np.int8)
+    for j, c in enumerate(uniq.tolist()):
+        nm, rest = divmod(c, n_k * n_a)
+        kd, ag = divmod(rest, n_a)
+        kind = kinds_ext[kd]
+        name_cat, rule_coll = per_name[nm]
+        cat = _row_category(_CAT_INDEX[name_cat], kind)
+        cat, coll = _combine_collective(rules, cat, rule_coll, args_ext[ag], kind == "kernel")
+        u_cat[j], u_coll[j] = cat, _COLL_INDEX[coll]
+    inverse = inverse.reshape(-1)
+    return u_cat[inverse], u_coll[inverse]
+
+
+def _factorize(values: Sequence[str] | np.ndarray) -> tuple[np.ndarray, list[str]]:
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    return codes.astype(np.int64), [str(u) for u in uniques]
+
+
 def classify_names(
     names: Sequence[str],
     rules: RuleSet | None = None,
@@ -96,9 +141,10 @@ def classify_names(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(category, collective)`` arrays (object dtype, one entry per name).
 
-    Each unique name goes through the rules once. ``kinds`` (event kinds, optional): memcpy
-    and memset rows get those categories, rows of other non-kernel kinds get "other".
-    ``collective_args`` (raw ``Collective name`` args, optional) refine the collective.
+    Vectorised: each unique name goes through the rules once. ``kinds`` (event kinds,
+    optional, default all "kernel"): memcpy and memset rows get those categories, rows of
+    other non-kernel kinds "other". ``collective_args`` (raw ``Collective name`` args,
+    optional) refine the collective as in ``classify_events``.
     """
     rules = rules or default_rules()
     n = len(names)
@@ -106,22 +152,22 @@ def classify_names(
         raise ValueError("kinds must have one entry per name")
     if collective_args is not None and len(collective_args) != n:
         raise ValueError("collective_args must have one entry per name")
-    cats = np.empty(n, dtype=object)
-    colls = np.empty(n, dtype=object)
-    memo: dict[tuple[str, str | None, str], tuple[str, str]] = {}
-    for i, name in enumerate(names):
-        kind = None if kinds is None else str(kinds[i])
-        raw = "" if collective_args is None else str(collective_args[i] or "")
-        key = (name, kind, raw)
-        hit = memo.get(key)
-        if hit is None:
-            name_cat, rule_coll = rules.classify(str(name))
-            cat = _row_category(_CAT_INDEX[name_cat], kind)
-            is_kernel = kind is None or kind == "kernel"
-            cat, coll = _combine_collective(rules, cat, rule_coll, raw, is_kernel)
-            hit = memo[key] = (CATEGORIES[cat], coll)
-        cats[i], colls[i] = hit
-    return cats, colls
+    name_codes, uniq_names = _factorize(names)
+    if kinds is None:
+        kind_codes, uniq_kinds = np.zeros(n, np.int64), ["kernel"]
+    else:
+        kind_codes, uniq_kinds = _factorize(kinds)
+    if collective_args is None:
+        arg_codes, uniq_args = np.zeros(n, np.int64), [""]
+    else:
+        arg_codes, uniq_args = _factorize(collective_args)
+    cat_idx, coll_idx = _resolve(
+        rules, name_codes, uniq_names, kind_codes, uniq_kinds, arg_codes, uniq_args
+    )
+    return (
+        np.asarray(CATEGORIES, dtype=object)[cat_idx],
+        np.asarray(COLLECTIVE_VALUES, dtype=object)[coll_idx],
+    )
 
 
 def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
@@ -145,47 +191,16 @@ def classify_events(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.Da
       arg (e.g. on ``record_param_comms``) is still normalised.
     """
     rules = rules or default_rules()
-    n = len(events)
     name_codes, names = _codes(events["name"])
     kind_codes, kinds = _codes(events["kind"])
     if "collective" in events.columns:
         arg_codes, args = _codes(events["collective"])  # missing (-1) reads as ""
     else:
-        arg_codes, args = np.zeros(n, np.int64), [""]
-
-    # one rule lookup per unique name of a kernel row (other kinds never use the name's
-    # category); index len(names) stands for a missing name
-    per_name: list[tuple[str, str]] = [("other", "")] * (len(names) + 1)
-    if "kernel" in kinds:
-        on_kernels = np.unique(name_codes[kind_codes == kinds.index("kernel")])
-        for code in on_kernels[on_kernels >= 0].tolist():
-            per_name[code] = rules.classify(names[code])
-    name_cat = np.array([_CAT_INDEX[c] for c, _ in per_name], dtype=np.int64)
-    name_codes = np.where(name_codes < 0, len(names), name_codes)
-    kind_codes = np.where(kind_codes < 0, len(kinds), kind_codes)
-    arg_codes = np.where(arg_codes < 0, len(args), arg_codes)
-    kinds_ext = kinds + [""]
-    args_ext = args + [""]
-
-    # unique (name, kind, arg) triples -> (category, collective)
-    n_k, n_a = len(kinds_ext), len(args_ext)
-    combo = (name_codes * n_k + kind_codes) * n_a + arg_codes
-    uniq, inverse = np.unique(combo, return_inverse=True)
-    u_cat = np.empty(len(uniq), dtype=np.int8)
-    u_coll = np.empty(len(uniq), dtype=np.int8)
-    for j, c in enumerate(uniq.tolist()):
-        nm, rest = divmod(c, n_k * n_a)
-        kd, ag = divmod(rest, n_a)
-        kind = kinds_ext[kd]
-        cat = _row_category(int(name_cat[nm]), kind)
-        cat, coll = _combine_collective(rules, cat, per_name[nm][1], args_ext[ag], kind == "kernel")
-        u_cat[j], u_coll[j] = cat, _COLL_INDEX[coll]
+        arg_codes, args = np.zeros(len(events), np.int64), [""]
+    cat_idx, coll_idx = _resolve(rules, name_codes, names, kind_codes, kinds, arg_codes, args)
     out = events.copy()
-    inverse = inverse.reshape(-1)
-    out["category"] = pd.Categorical.from_codes(u_cat[inverse], categories=list(CATEGORIES))
-    out["collective"] = pd.Categorical.from_codes(
-        u_coll[inverse], categories=list(COLLECTIVE_VALUES)
-    )
+    out["category"] = pd.Categorical.from_codes(cat_idx, categories=list(CATEGORIES))
+    out["collective"] = pd.Categorical.from_codes(coll_idx, categories=list(COLLECTIVE_VALUES))
     return out
 
 
