@@ -265,6 +265,22 @@ def test_gpu_taken_from_report_when_not_given(tmp_path, capsys) -> None:
     assert json.loads(out)["gpu"]["name"] == "a100-80gb"
 
 
+def test_gpu_figures_override_preset_cli(capsys) -> None:
+    code, out, _ = in_process(
+        [
+            *("--model", "llama-3.1-8b", "--gpu", "h100", "--hbm-gb", "96"),
+            *("--hbm-gbps", "4000", "--bf16-tflops", "148", "--kv-budget-gb", "20"),
+            *("--context", "1000", "--format", "json"),
+        ],
+        capsys,
+    )
+    assert code == 0
+    d = json.loads(out)
+    assert d["gpu"]["memory_gb"] == 96 and d["gpu"]["hbm_gbps"] == 4000
+    assert d["rates"]["gemm_tflops"]["value"] == pytest.approx(148 * 0.6)
+    assert d["max_concurrency_memory"] == int(20e9 // (2 * 8 * 128 * 2 * 32 * 1000))
+
+
 def test_dp_without_attention_means_replicas(capsys) -> None:
     code, out, _ = in_process(
         ["--model", "llama-3.1-8b", "--tp", "2", "--dp", "4", "--format", "json"], capsys

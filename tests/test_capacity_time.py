@@ -402,3 +402,41 @@ def test_curve_is_vectorised_and_monotone() -> None:
     assert isinstance(X, np.ndarray) and len(X) >= p.max_concurrency_memory
     assert np.all(np.diff(p.curve.itl_s) >= 0)
     assert np.all(np.diff(p.curve.ttft_burst_s) > 0)
+
+
+def test_ep_uses_all_to_all_on_moe_layers() -> None:
+    S = 2_000
+    m = load_model("qwen3-235b-a22b")  # 94 layers, all MoE, 8 experts per token
+    p = plan(
+        m,
+        load_gpu("h200"),
+        Parallelism(tp=8, ep=8),
+        workload=Workload(context_tokens=S),
+        calibration=PINNED,
+    )
+    msg = S * 4096 * 2
+    ar = 5e-6 + 2 * 7 / 8 * msg / 100e9
+    a2a = 5e-6 + 7 / 8 * msg * 8 / 100e9
+    assert p.prefill.tp_comm_s == pytest.approx(94 * (ar + 2 * a2a))
+    no_ep = plan(
+        m, load_gpu("h200"), Parallelism(tp=8), Workload(context_tokens=S), calibration=PINNED
+    )
+    assert no_ep.prefill.tp_comm_s == pytest.approx(94 * 2 * ar)
+
+
+def test_calibration_from_report_object() -> None:
+    class FakeReport:
+        def to_dict(self) -> dict:
+            return {"calibration": {"gemm_tflops": 555.0}}
+
+    assert calibration_from_report(FakeReport()).gemm_tflops == 555.0
+
+
+def test_explicit_gpu_figures_override_preset() -> None:
+    from analyzer.capacity.presets import gpu_with
+
+    gpu = gpu_with(load_gpu("h100"), memory_gb=100.0, hbm_gbps=4000.0)
+    assert gpu.memory_gb == 100 and gpu.bf16_tflops == 989
+    p = plan(load_model("llama-3.1-8b"), gpu, budget=MemoryBudget(mem_fraction=0.9))
+    assert p.kv_budget_bytes_per_gpu == pytest.approx(0.9 * 100e9 - 2 * PARAMS_8B)
+    assert p.rates.hbm_gbps == pytest.approx(4000 * 0.8)

@@ -68,7 +68,9 @@ def _positive(value: Any, key: str, where: str) -> float | None:
 
 
 def calibration_from_report(report: Mapping[str, Any], label: str = "trace report") -> Calibration:
-    """A Calibration from the analyzer report dict (its ``calibration`` object)."""
+    """A Calibration from the analyzer report (a dict, or a Report object with to_dict())."""
+    if not isinstance(report, Mapping) and hasattr(report, "to_dict"):
+        report = report.to_dict()
     if not isinstance(report, Mapping):
         raise BadInputError(f"{label}: a report must be a JSON object")
     schema = report.get("schema")

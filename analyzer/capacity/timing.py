@@ -14,7 +14,9 @@ Conventions (docs/capacity-planning.md, "Time model"):
   (for MoE only the experts the batch touches) + the batch's KV. With PP the batch runs as
   PP micro-batches, a token crosses all PP stages per step: ``ITL = PP x stage time``.
 * TP all-reduce (ring): ``latency + 2 (t-1)/t x message / bus bandwidth``, 2 per layer
-  (after attention and after the MLP); PP: one send/recv of the activations per stage.
+  (after attention and after the MLP); with EP > 1 a MoE layer does the attention
+  all-reduce plus dispatch and combine all-to-alls (``(ep-1)/ep x tokens x k x H x 2`` B);
+  PP: one send/recv of the activations per stage.
 * Serving curve with C sequences in a replica (closed loop, no tool time): per cycle of
   ``C x T_prefill + O x ITL(C)`` every sequence gets its prefill and O tokens, so
   throughput ``X(C) = C / cycle`` requests/s; mean TTFT from the prefill queue (M/D/1).
@@ -83,6 +85,34 @@ def p2p_s(message_bytes: np.ndarray | float, pp: int, rates: Rates) -> np.ndarra
     return rates.p2p_latency_us * 1e-6 + np.asarray(message_bytes) / (rates.p2p_gbps * 1e9)
 
 
+def alltoall_s(message_bytes: np.ndarray | float, ep: int, rates: Rates) -> np.ndarray | float:
+    """One all-to-all in which each GPU sends ``(ep-1)/ep`` of ``message_bytes`` away."""
+    if ep <= 1:
+        return np.zeros_like(message_bytes) if isinstance(message_bytes, np.ndarray) else 0.0
+    lat = rates.allreduce_latency_us * 1e-6
+    return lat + (ep - 1) / ep * np.asarray(message_bytes) / (rates.allreduce_bus_gbps * 1e9)
+
+
+def layer_comm_s(
+    model: ModelSpec, parallel: Parallelism, rates: Rates, tokens: np.ndarray | float
+) -> np.ndarray | float:
+    """TP/EP communication of one pipeline stage for ``tokens`` tokens.
+
+    Dense layers (and MoE layers without EP): 2 all-reduces of ``tokens x H x 2`` bytes.
+    MoE layers with EP > 1: the attention all-reduce, then dispatch and combine
+    all-to-alls carrying each token to its ``experts_per_token`` experts.
+    """
+    msg = np.asarray(tokens, dtype=float) * model.hidden_size * ACTIVATION_BYTES
+    stage = layers_per_gpu(model, parallel)
+    ar = allreduce_s(msg, parallel.tp, rates)
+    if not (model.is_moe and parallel.ep > 1):
+        return 2 * stage * ar
+    moe = min(stage, -(-model.num_moe_layers // parallel.pp))
+    per_gpu = msg / parallel.dp_attention * model.experts_per_token
+    a2a = alltoall_s(per_gpu, parallel.ep, rates)
+    return 2 * (stage - moe) * ar + moe * (ar + 2 * a2a)
+
+
 @dataclass(frozen=True)
 class PrefillTime:
     """One request's prefill on a replica: FLOPs, and seconds per part."""
@@ -124,8 +154,7 @@ def prefill_time(
     gemm_s = gemm_f / (gpus * rates.gemm_tflops * 1e12)
     attn_s = attn_f / (gpus * rates.attention_tflops * 1e12)
     msg = workload.new_tokens * model.hidden_size * ACTIVATION_BYTES
-    stage_layers = layers_per_gpu(model, parallel)
-    tp_s = float(2 * stage_layers * allreduce_s(float(msg), parallel.tp, rates))
+    tp_s = float(layer_comm_s(model, parallel, rates, float(workload.new_tokens)))
     pp_s = float(p2p_s(float(msg), parallel.pp, rates))
     return PrefillTime(gemm_f, attn_f, gemm_s, attn_s, tp_s, pp_s)
 
@@ -211,9 +240,9 @@ def decode_itl_s(
     compute_s = micro * dm.flops_per_token / (rates.gemm_tflops * 1e12) + (
         per_group * dm.attn_flops_per_token / (rates.attention_tflops * 1e12)
     )
-    msg = np.maximum(micro, 1) * dm.comm_per_stage_tokens_bytes
-    stage_layers = layers_per_gpu(model, parallel)
-    comm = 2 * stage_layers * allreduce_s(msg, parallel.tp, rates) + p2p_s(msg, pp, rates)
+    tokens = np.maximum(micro, 1)
+    msg = tokens * dm.comm_per_stage_tokens_bytes
+    comm = layer_comm_s(model, parallel, rates, tokens) + p2p_s(msg, pp, rates)
     itl = pp * (np.maximum(mem_s, compute_s) + comm)
     return itl, np.where(compute_s > mem_s, "compute", "memory")
 
