@@ -321,3 +321,29 @@ def test_regenerated_files_equal_committed(tmp_path: Path) -> None:
                     (new / p.name).read_bytes()), p
             else:
                 assert p.read_text() == (new / p.name).read_text(), p
+
+
+CPU_TP2 = SYNTHETIC.parent / "cpu_tp2"
+
+
+def test_cpu_recording_is_real_tp2_and_annotated_like_sglang() -> None:
+    files = sorted(CPU_TP2.glob("*.trace.json.gz"))
+    assert len(files) == 2
+    for f in files:
+        m = NAME_RE.match(f.name)
+        assert m and m["pp"] is None
+        assert f.stat().st_size < 2_000_000
+        doc = load(f)
+        assert doc["recorded_on"] == "cpu" and doc["synthetic"] is False
+        assert doc["distributedInfo"]["rank"] == int(m["tp"])
+        assert doc["distributedInfo"]["world_size"] == 2
+        ev = doc["traceEvents"]
+        assert not any(e.get("cat") in GPU_CATS for e in ev)
+        steps = [STEP_RE.match(e["name"]) for e in ev if e.get("cat") == "user_annotation"]
+        steps = [s for s in steps if s]
+        assert {s["phase"] for s in steps} == {"EXTEND", "DECODE"}
+        assert all(s["toks"] for s in steps if s["phase"] == "EXTEND")
+        names = {e["name"] for e in ev if e.get("cat") == "user_annotation"}
+        assert {"gloo:all_reduce", "gloo:all_gather", "scheduler.recv_requests",
+                "scheduler.run_batch", "scheduler.process_batch_result"} <= names
+    assert (CPU_TP2 / "server_args.json").is_file()
