@@ -328,9 +328,9 @@ def test_sglang_in_plan_matches_budget() -> None:
         Workload(context_tokens=40_000),
         MemoryBudget(kv_budget_gb=50),
     )
-    assert p.sglang["cell_size_bytes"] == 1 * 256 * 80 * 2 == 40_960
-    assert p.sglang["max_total_num_tokens"] == 50_000_000_000 // 40_960 == 1_220_703
-    assert p.sglang["max_sequences_at_context"] == 1_220_703 // 40_000 == 30
+    assert p.sglang.cell_size_bytes == 1 * 256 * 80 * 2 == 40_960
+    assert p.sglang.max_total_num_tokens == 50_000_000_000 // 40_960 == 1_220_703
+    assert p.sglang.max_sequences_at_context == 1_220_703 // 40_000 == 30
 
 
 _VLLM_PAGE = {
@@ -362,8 +362,8 @@ def test_vllm_blocks_and_concurrency() -> None:
         Workload(context_tokens=32_768),
         MemoryBudget(kv_budget_gb=40),
     )
-    assert p.vllm["page_size_bytes"] == page
-    assert p.vllm["num_gpu_blocks"] == blocks
+    assert p.vllm.page_size_bytes == page
+    assert p.vllm.num_gpu_blocks == blocks
 
 
 # ---------------------------------------------------------------------------------------
@@ -491,3 +491,29 @@ def test_bad_inputs_raise_bad_input_error(tmp_path) -> None:
         MemoryBudget(kv_budget_gb=10, mem_fraction=0.9)
     with pytest.raises(BadInputError, match="exceeds"):
         plan(load_model("llama-3.1-8b"), load_gpu("h100"), Parallelism(pp=64))
+
+
+def test_public_api_for_the_app() -> None:
+    from analyzer import capacity
+
+    for name in capacity.__all__:
+        assert hasattr(capacity, name), name
+    for name in (
+        "ModelSpec",
+        "GPUSpec",
+        "Parallelism",
+        "Workload",
+        "MemoryBudget",
+        "Calibration",
+        "load_model",
+        "load_gpu",
+        "list_presets",
+        "plan",
+        "CapacityPlan",
+        "render_text",
+        "render_markdown",
+        "load_report_calibration",
+        "load_hardware_profile",
+        "kv_bytes_per_token_per_layer",
+    ):
+        assert name in capacity.__all__, name

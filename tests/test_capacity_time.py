@@ -440,3 +440,17 @@ def test_explicit_gpu_figures_override_preset() -> None:
     p = plan(load_model("llama-3.1-8b"), gpu, budget=MemoryBudget(mem_fraction=0.9))
     assert p.kv_budget_bytes_per_gpu == pytest.approx(0.9 * 100e9 - 2 * PARAMS_8B)
     assert p.rates.hbm_gbps == pytest.approx(4000 * 0.8)
+
+
+def test_curve_points_for_charts() -> None:
+    p = plan(
+        load_model("llama-3.1-8b"),
+        load_gpu("h100"),
+        workload=Workload(context_tokens=1_000, output_tokens=100),
+        calibration=PINNED,
+    )
+    pts = p.curve_points(50)
+    cs = [r.concurrency for r in pts]
+    assert cs == sorted(set(cs)) and cs[0] == 1
+    assert {p.knee_concurrency, p.max_concurrency_memory} <= set(cs)
+    assert len(pts) <= 53

@@ -15,6 +15,7 @@ Conventions (docs/capacity-planning.md, "KV memory"):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -226,6 +227,86 @@ def sglang_max_total_num_tokens(cell_size: int, kv_budget_bytes_per_gpu: float) 
     if kv_budget_bytes_per_gpu <= 0:
         return 0
     return int(kv_budget_bytes_per_gpu) // cell_size
+
+
+@dataclass(frozen=True)
+class SGLangEstimate:
+    """What SGLang's ``profile_max_num_token`` would compute for this layout."""
+
+    cell_size_bytes: int
+    max_total_num_tokens: int
+    max_sequences_at_context: int
+    mem_fraction_static: float | None
+    formula: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def sglang_estimate(
+    model: ModelSpec,
+    parallel: Parallelism,
+    kv_budget_bytes_per_gpu: float,
+    context_tokens: int,
+    kv_dtype: str = "bf16",
+    mem_fraction_static: float | None = None,
+) -> SGLangEstimate:
+    """SGLang's token pool for ``kv_budget_bytes_per_gpu``, and sequences of S it holds."""
+    cell = sglang_cell_size(model, parallel, kv_dtype)
+    tokens = sglang_max_total_num_tokens(cell, kv_budget_bytes_per_gpu)
+    shape = (
+        "(kv_lora_rank + qk_rope_head_dim) x layers x elem"
+        if model.attention == "mla"
+        else "max(1, kv_heads // attn_tp) x (head_dim + v_head_dim) x layers x elem"
+    )
+    return SGLangEstimate(
+        cell_size_bytes=cell,
+        max_total_num_tokens=tokens,
+        max_sequences_at_context=tokens // context_tokens * parallel.dp_attention,
+        mem_fraction_static=mem_fraction_static,
+        formula=f"max_total_num_tokens = int(rest_memory_bytes) // cell_size; cell_size = {shape}",
+    )
+
+
+@dataclass(frozen=True)
+class VLLMEstimate:
+    """What vLLM's KV cache config would compute for this layout."""
+
+    block_size: int
+    page_size_bytes: int
+    num_gpu_blocks: int
+    max_concurrency_at_context: float
+    formula: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def vllm_estimate(
+    model: ModelSpec,
+    parallel: Parallelism,
+    kv_budget_bytes_per_gpu: float,
+    context_tokens: int,
+    kv_dtype: str = "bf16",
+    block_size: int = 16,
+) -> VLLMEstimate:
+    """vLLM's blocks for ``kv_budget_bytes_per_gpu`` and its max concurrency at S."""
+    page = vllm_page_size_bytes(model, parallel, kv_dtype, block_size)
+    blocks = vllm_num_gpu_blocks(page, layers_per_gpu(model, parallel), kv_budget_bytes_per_gpu)
+    shape = (
+        "(kv_lora_rank + qk_rope_head_dim) x dtype_size (MLAAttentionSpec)"
+        if model.attention == "mla"
+        else "num_kv_heads x (head_size + head_size_v) x dtype_size"
+    )
+    return VLLMEstimate(
+        block_size=block_size,
+        page_size_bytes=page,
+        num_gpu_blocks=blocks,
+        max_concurrency_at_context=vllm_max_concurrency(blocks, context_tokens, block_size)
+        * parallel.dp_attention,
+        formula=f"page_size_bytes = block_size x {shape}; "
+        "num_blocks = available // page_size // num_layers",
+    )
 
 
 def vllm_page_size_bytes(

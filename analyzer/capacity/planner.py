@@ -109,8 +109,8 @@ class CapacityPlan:
     max_concurrency_memory: int
     simple_form: kv.SimpleFormCheck
     simple_form_bound: kv.SimpleFormBound
-    sglang: dict[str, Any]
-    vllm: dict[str, Any]
+    sglang: kv.SGLangEstimate
+    vllm: kv.VLLMEstimate
     # time model
     rates: Rates
     prefill: PrefillTime
@@ -136,6 +136,17 @@ class CapacityPlan:
         """The table row for any concurrency (per replica) within the computed curve."""
         return _row(self.curve, concurrency, self.max_concurrency_memory)
 
+    def curve_points(self, max_points: int = 200) -> list[ConcurrencyRow]:
+        """Rows for charts: up to ``max_points`` concurrencies, log-spaced over the curve.
+
+        Always includes 1, the knee, the throughput optimum and the memory bound.
+        """
+        top = int(self.curve.concurrency[-1])
+        grid = np.unique(np.geomspace(1, top, num=max(2, max_points)).round().astype(int))
+        marks = (self.knee_concurrency, self.throughput_optimal_concurrency)
+        extra = {c for c in (*marks, self.max_concurrency_memory) if 1 <= c <= top}
+        return [self.row(int(c)) for c in sorted(set(grid.tolist()) | extra)]
+
     def to_dict(self) -> dict[str, Any]:
         r = self.parallel.replicas
         return {
@@ -157,8 +168,8 @@ class CapacityPlan:
             "max_concurrency_memory": self.max_concurrency_memory,
             "max_concurrency_memory_total": self.max_concurrency_memory * r,
             "simple_form": self.simple_form.to_dict() | {"bound": self.simple_form_bound.to_dict()},
-            "sglang": dict(self.sglang),
-            "vllm": dict(self.vllm),
+            "sglang": self.sglang.to_dict(),
+            "vllm": self.vllm.to_dict(),
             "rates": self.rates.to_dict(),
             "calibrated_from_trace": list(self.rates.measured),
             "decode_scale": self.decode_scale,
@@ -313,38 +324,10 @@ def plan(
     if simple.verdict != "exact":
         notes.append(f"design-notes form 2 x H x r x b {simple.verdict}: {simple.explanation}")
 
-    cell = kv.sglang_cell_size(model, parallel, kv_dtype)
-    sg_tokens = kv.sglang_max_total_num_tokens(cell, kv_budget)
-    sglang = {
-        "cell_size_bytes": cell,
-        "max_total_num_tokens": sg_tokens,
-        "max_sequences_at_context": sg_tokens // S * parallel.dp_attention,
-        "mem_fraction_static": budget.effective_mem_fraction
-        if budget.kv_budget_gb is None
-        else None,
-        "formula": "max_total_num_tokens = int(rest_memory_bytes) // cell_size; cell_size = "
-        + (
-            "(kv_lora_rank + qk_rope_head_dim) x layers x elem"
-            if model.attention == "mla"
-            else "max(1, kv_heads // attn_tp) x (head_dim + v_head_dim) x layers x elem"
-        ),
-    }
-    page = kv.vllm_page_size_bytes(model, parallel, kv_dtype, VLLM_BLOCK_SIZE)
-    blocks = kv.vllm_num_gpu_blocks(page, layers_gpu, kv_budget)
-    vllm = {
-        "block_size": VLLM_BLOCK_SIZE,
-        "page_size_bytes": page,
-        "num_gpu_blocks": blocks,
-        "max_concurrency_at_context": kv.vllm_max_concurrency(blocks, S, VLLM_BLOCK_SIZE)
-        * parallel.dp_attention,
-        "formula": "page_size_bytes = block_size x "
-        + (
-            "(kv_lora_rank + qk_rope_head_dim) x dtype_size (MLAAttentionSpec)"
-            if model.attention == "mla"
-            else "num_kv_heads x (head_size + head_size_v) x dtype_size"
-        )
-        + "; num_blocks = available // page_size // num_layers",
-    }
+    sglang = kv.sglang_estimate(
+        model, parallel, kv_budget, S, kv_dtype, budget.mem_fraction_if_used
+    )
+    vllm = kv.vllm_estimate(model, parallel, kv_budget, S, kv_dtype, VLLM_BLOCK_SIZE)
 
     # ---- time model ------------------------------------------------------------------
     gpn = gpu.gpus_per_node
@@ -420,7 +403,7 @@ def plan(
     if workload.agents > 4 * R:
         warnings.append(
             f"{workload.agents} agents exceed 4 x R = {4 * R} (rule of thumb upper bound for "
-            "long context): expect TTFT to grow with every added agent"
+            f"long context); the computed upper bound for this workload is {upper * R}"
         )
     if c_mem and agents_per_replica > c_mem:
         warnings.append(

@@ -100,13 +100,13 @@ def _sections(p: CapacityPlan) -> tuple[str, list[_Section]]:
         ),
         (
             "SGLang max_total_num_tokens",
-            f"{p.sglang['max_total_num_tokens']:,} (cell_size {p.sglang['cell_size_bytes']:,} B)",
+            f"{p.sglang.max_total_num_tokens:,} (cell_size {p.sglang.cell_size_bytes:,} B)",
         ),
         (
-            f"vLLM blocks of {p.vllm['block_size']} tokens",
+            f"vLLM blocks of {p.vllm.block_size} tokens",
             (
-                f"{p.vllm['num_gpu_blocks']:,} (page {p.vllm['page_size_bytes']:,} B per layer), "
-                f"max concurrency {p.vllm['max_concurrency_at_context']:,.1f}"
+                f"{p.vllm.num_gpu_blocks:,} (page {p.vllm.page_size_bytes:,} B per layer), "
+                f"max concurrency {p.vllm.max_concurrency_at_context:,.1f}"
             ),
         ),
         (

@@ -259,6 +259,11 @@ class MemoryBudget:
             raise BadInputError("mem-fraction must be in (0, 1]")
 
     @property
+    def mem_fraction_if_used(self) -> float | None:
+        """The fraction the budget is computed from, None with an explicit budget."""
+        return None if self.kv_budget_gb is not None else self.effective_mem_fraction
+
+    @property
     def effective_mem_fraction(self) -> float:
         return DEFAULT_MEM_FRACTION if self.mem_fraction is None else self.mem_fraction
 
