@@ -1,0 +1,171 @@
+"""The analysis page as data: what the app shows for one report dict, in order.
+
+``app.py`` only lays this out (metrics, finding cards, downloads, then ``sections`` from
+``analyzer.render.charts``); everything computed or formatted for display is here, so it is
+tested without a browser.
+
+    >>> page = build_page(report.to_dict())                         # doctest: +SKIP
+    >>> page.cards[0].title, [d.file_name for d in page.downloads]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..render import charts
+from ..render.format import fmt_share, fmt_us
+from ..render.html import evidence_items
+
+#: Severity -> Streamlit badge colour.
+SEVERITY_COLORS: dict[str, str] = {
+    "critical": "red", "high": "orange", "medium": "yellow", "low": "blue", "info": "gray",
+}
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~$])")
+
+
+def md_escape(text: str) -> str:
+    """Escape Markdown (and HTML) specials so kernel names show as typed."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+@dataclass(frozen=True)
+class Metric:
+    label: str
+    value: str
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Card:
+    """One finding, formatted for display."""
+
+    number: int
+    id: str
+    title: str
+    severity: str
+    color: str
+    share_text: str
+    time_text: str
+    evidence: list[tuple[str, list[str]]]
+    recommendation: str
+
+    def evidence_markdown(self) -> str:
+        """Evidence as a Markdown list (nested lines for kernels and steps), escaped."""
+        out = []
+        for label, lines in self.evidence:
+            if len(lines) == 1:
+                out.append(f"- **{md_escape(label)}:** {md_escape(lines[0])}")
+            else:
+                out.append(f"- **{md_escape(label)}:**")
+                out.extend(f"    - {md_escape(x)}" for x in lines)
+        return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Download:
+    """A download button: ``data()`` renders the file only when it is asked for."""
+
+    label: str
+    file_name: str
+    mime: str
+    data: Callable[[], str]
+
+
+@dataclass(frozen=True)
+class Page:
+    title: str
+    subtitle: str
+    metrics: list[Metric]
+    cards: list[Card]
+    abstained: list[str]
+    warnings: list[str]
+    notes: list[str]
+    sections: list[charts.Section]
+    downloads: list[Download]
+    inputs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def top_title(self) -> str | None:
+        return self.cards[0].title if self.cards else None
+
+
+def build_cards(doc: Mapping[str, Any]) -> list[Card]:
+    out = []
+    for i, f in enumerate(doc.get("findings", []), 1):
+        sev = f["severity"] if f["severity"] in SEVERITY_COLORS else "info"
+        out.append(Card(
+            number=i, id=f["id"], title=f["title"], severity=sev, color=SEVERITY_COLORS[sev],
+            share_text=f"{fmt_share(f['share'])} of wall", time_text=fmt_us(f["time_us"]),
+            evidence=evidence_items(f.get("evidence") or {}), recommendation=f["recommendation"],
+        ))
+    return out
+
+
+def build_metrics(doc: Mapping[str, Any]) -> list[Metric]:
+    s = doc["summary"]
+    comm = s["communication"]
+    exposed = comm["exposed_us"] / s["wall_us"] if s["wall_us"] else 0.0
+    return [
+        Metric("Ranks", str(s["ranks"]), f"{len(doc.get('inputs', []))} input file(s)"),
+        Metric("GPU wall", fmt_us(s["wall_us"]), "first to last GPU activity, summed over ranks"),
+        Metric("Busy", fmt_share(s["busy_share"]), f"{fmt_us(s['busy_us'])} with a kernel, copy or memset running"),
+        Metric("Idle", fmt_share(s["idle_share"]), f"{fmt_us(s['idle_us'])} with the GPU waiting"),
+        Metric("Exposed comm", fmt_share(exposed),
+               f"{fmt_us(comm['exposed_us'])} of communication not hidden behind compute"),
+    ]
+
+
+def build_downloads(doc: Mapping[str, Any], stem: str = "trace-report") -> list[Download]:
+    from ..render import render
+
+    d = dict(doc)
+    return [
+        Download("HTML report", f"{stem}.html", "text/html", lambda: render(d, "html")),
+        Download("Markdown", f"{stem}.md", "text/markdown", lambda: render(d, "markdown")),
+        Download("JSON", f"{stem}.json", "application/json", lambda: render(d, "json")),
+    ]
+
+
+def inputs_table(doc: Mapping[str, Any]) -> pd.DataFrame:
+    rows = [{"rank": i["rank"], "file": i["path"].rsplit("/", 1)[-1], "format": i["format"],
+             "GPU": i.get("gpu"), "stage": i.get("stage"), "rank from": i.get("rank_source")}
+            for i in doc.get("inputs", [])]
+    return pd.DataFrame(rows).dropna(axis=1, how="all") if rows else pd.DataFrame()
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """A table for ``st.dataframe``: shares as percentages, floats rounded."""
+    out = df.copy()
+    for col in list(out.columns):
+        if str(col).startswith("share"):
+            out[col] = pd.to_numeric(out[col], errors="coerce") * 100
+            out = out.rename(columns={col: f"{col} (%)"})
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].round(3)
+    return out
+
+
+def build_page(doc: Mapping[str, Any], *, stem: str = "trace-report") -> Page:
+    """Everything the analysis page shows for one report dict."""
+    s = doc["summary"]
+    top = doc["findings"][0]["title"] if doc.get("findings") else "no finding"
+    subtitle = (f"{s['ranks']} rank(s) from {len(doc.get('inputs', []))} file(s) · "
+                f"top finding: {top} · trace-analyzer {doc['tool']['version']}")
+    return Page(
+        title="LLM serving trace analysis",
+        subtitle=subtitle,
+        metrics=build_metrics(doc),
+        cards=build_cards(doc),
+        abstained=list(doc.get("abstained") or []),
+        warnings=list(doc.get("warnings") or []),
+        notes=list(doc.get("notes") or []),
+        sections=charts.report_sections(doc),
+        downloads=build_downloads(doc, stem),
+        inputs=inputs_table(doc),
+    )

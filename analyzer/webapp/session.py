@@ -1,0 +1,118 @@
+"""Running one analysis for the app: progress reporting, options, friendly errors.
+
+    >>> doc = run_analysis(paths, on_progress=lambda frac, text: None)   # doctest: +SKIP
+    >>> doc["findings"][0]["title"]                                       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..model import AnalyzerError, BadInputError
+
+#: ``on_progress(fraction in [0, 1], text)``: what the app draws as a progress bar.
+OnProgress = Callable[[float, str], None]
+READ_SHARE = 0.85  # of the bar spent reading; the rest is classification and analysis
+
+
+@dataclass(frozen=True)
+class Options:
+    """Analysis options the app exposes (the same as the CLI's ``--model`` / ``--gpu``)."""
+
+    model: str | None = None
+    gpu: str | None = None
+
+    def key(self) -> tuple[str | None, str | None]:
+        return (self.model or None, self.gpu or None)
+
+
+class ProgressRelay:
+    """Turns the readers' ``progress(done_bytes, total_bytes)`` into throttled bar updates.
+
+    Calls ``on_progress`` at most every ``min_interval_s`` seconds and only when the bar
+    moved by at least ``min_step``, so that a long parse sends a few dozen updates, not
+    thousands.
+    """
+
+    def __init__(self, on_progress: OnProgress | None, *, min_step: float = 0.01,
+                 min_interval_s: float = 0.1, clock: Callable[[], float] = time.monotonic) -> None:
+        self.on_progress = on_progress
+        self.min_step = min_step
+        self.min_interval_s = min_interval_s
+        self.clock = clock
+        self._last_frac = -1.0
+        self._last_t = -1e9
+        self.calls = 0
+
+    def emit(self, frac: float, text: str, *, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        frac = min(1.0, max(0.0, frac))
+        now = self.clock()
+        if not force and (frac - self._last_frac < self.min_step or now - self._last_t < self.min_interval_s):
+            return
+        self._last_frac, self._last_t = frac, now
+        self.calls += 1
+        self.on_progress(frac, text)
+
+    def reading(self, done: int, total: int) -> None:
+        """The readers' progress callback (bytes read so far, bytes in all)."""
+        if total <= 0:
+            return
+        frac = min(1.0, done / total)
+        self.emit(READ_SHARE * frac, f"Reading traces… {frac:.0%} ({done / 1e6:,.0f} of {total / 1e6:,.0f} MB)")
+
+
+def run_analysis(paths: Sequence[Path | str], options: Options = Options(),
+                 on_progress: OnProgress | None = None) -> dict[str, Any]:
+    """Load and analyse ``paths``; return the report dict (JSON contract v1).
+
+    Raises ``BadInputError`` with one clear line for anything wrong with the input, including
+    unreadable files that the readers did not already describe.
+    """
+    from .. import api
+
+    relay = ProgressRelay(on_progress)
+    relay.emit(0.0, "Reading traces…", force=True)
+    try:
+        traceset = api.load([str(p) for p in paths], progress=relay.reading)
+        relay.emit(READ_SHARE, f"Analysing {len(traceset.traces)} rank(s)…", force=True)
+        report = api.analyze(traceset, model=options.model or None, gpu=options.gpu or None)
+    except AnalyzerError:
+        raise
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"cannot read the input: {type(exc).__name__}: {exc}") from None
+    relay.emit(1.0, "Done", force=True)
+    return report.to_dict()
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for the user: the message of a BadInputError, a short note otherwise."""
+    if isinstance(exc, BadInputError):
+        return str(exc).splitlines()[0] if str(exc) else "bad input"
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return f"Internal error ({text[:300]}). Please report it with the input that caused it."
+
+
+def preset_names() -> tuple[list[str], list[str]]:
+    """Model and GPU preset names (from the capacity planner), or empty lists without it."""
+    try:
+        from ..capacity import list_presets
+    except ImportError:
+        return [], []
+    p = list_presets()
+    return ([m["name"] for m in p.get("models", [])], [g["name"] for g in p.get("gpus", [])])
+
+
+def capacity_available() -> bool:
+    """Whether the capacity planner (``analyzer.capacity``) is installed."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("analyzer.capacity") is not None
+    except ModuleNotFoundError:
+        return False

@@ -1,0 +1,204 @@
+"""Streamlit app: ``streamlit run app.py``. Layout only; the logic is in ``analyzer.webapp``.
+
+Pages: "Analyze traces" (upload traces or pick a bundled sample, see the ranked findings,
+figures and downloads) and, when the capacity planner is installed, "Capacity planning".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from analyzer import webapp as wa
+from analyzer.render import charts
+
+REPO = Path(__file__).resolve().parent
+SAMPLES_DIR = REPO / "sample_traces"
+SOURCE_SAMPLE, SOURCE_UPLOAD = "Bundled sample", "Upload traces"
+
+
+# ------------------------------------------------------------------------------------------
+# cached analysis (keyed by the content hash of the inputs and the options)
+# ------------------------------------------------------------------------------------------
+
+
+def _progress_bar():
+    bar = st.progress(0.0, text="Reading traces…")
+    return bar, (lambda frac, text: bar.progress(frac, text=text))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def analyze_uploads(key: str, _uploads: tuple[wa.Upload, ...], _limits: wa.Limits,
+                    _options: wa.Options) -> dict:
+    """The report dict of uploaded files; ``key`` = content hash of the files + options."""
+    bar, on_progress = _progress_bar()
+    try:
+        with wa.prepared_inputs(list(_uploads), _limits) as paths:
+            return wa.run_analysis(paths, _options, on_progress)
+    finally:
+        bar.empty()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def analyze_sample(key: str, _sample: wa.Sample, _options: wa.Options) -> dict:
+    """The report dict of a bundled sample; ``key`` = the sample's files + options."""
+    bar, on_progress = _progress_bar()
+    try:
+        return wa.run_analysis([_sample.path], _options, on_progress)
+    finally:
+        bar.empty()
+
+
+# ------------------------------------------------------------------------------------------
+# analysis page
+# ------------------------------------------------------------------------------------------
+
+
+def _switch_to_upload() -> None:
+    if st.session_state.get("uploads"):
+        st.session_state["source"] = SOURCE_UPLOAD
+
+
+def _sidebar() -> tuple[str, list, wa.Sample | None, wa.Options, wa.Limits]:
+    limits = wa.Limits.from_upload_mb(st.get_option("server.maxUploadSize"))
+    samples = wa.list_samples(SAMPLES_DIR)
+    with st.sidebar:
+        st.header("Input")
+        source = st.radio("Source", [SOURCE_SAMPLE, SOURCE_UPLOAD], key="source", horizontal=True,
+                          label_visibility="collapsed")
+        uploads = st.file_uploader(
+            "Upload traces", type=list(wa.uploads.UPLOAD_TYPES), accept_multiple_files=True,
+            key="uploads", on_change=_switch_to_upload,
+            help="PyTorch profiler (Kineto) .json / .json.gz of one or more ranks, an Nsight "
+                 "Systems .sqlite export, or a .zip of a whole profile directory. Add "
+                 "server_args.json from SGLang for KV-cache figures.",
+        )
+        st.caption(f"Up to {wa.uploads.human_bytes(limits.max_upload_bytes)} in all; a .zip may "
+                   f"hold up to {wa.uploads.human_bytes(limits.max_unzipped_bytes)} once extracted.")
+        sample = None
+        if samples:
+            by_label = {s.label: s for s in samples}
+            label = st.selectbox("Bundled sample", list(by_label), key="sample",
+                                 disabled=source != SOURCE_SAMPLE)
+            sample = by_label[label]
+            if source == SOURCE_SAMPLE and sample.description:
+                st.caption(sample.description)
+        models, gpus = wa.preset_names()
+        with st.expander("Options"):
+            model = st.selectbox("Model (KV bytes per token, FLOPs)", ["(from server_args)", *models],
+                                 key="model")
+            gpu = st.selectbox("GPU (HBM bandwidth, peak FLOP/s)", ["(from the trace)", *gpus], key="gpu")
+        options = wa.Options(model=None if model.startswith("(") else model,
+                             gpu=None if gpu.startswith("(") else gpu)
+    return source, list(uploads or []), sample, options, limits
+
+
+def _run(source: str, uploads: list, sample: wa.Sample | None, options: wa.Options,
+         limits: wa.Limits) -> tuple[dict | None, str]:
+    """The report dict (or None with a message shown) and a file-name stem for downloads."""
+    try:
+        if source == SOURCE_UPLOAD:
+            if not uploads:
+                st.info("Upload one or more traces in the sidebar, or switch to a bundled sample.")
+                return None, ""
+            files = tuple(wa.Upload(u.name, u.getvalue()) for u in uploads)
+            wa.uploads.check_sizes(files, limits)
+            key = wa.content_key(files, options.key())
+            return analyze_uploads(key, files, limits, options), f"trace-report-{key[:8]}"
+        if sample is None:
+            st.info("No bundled sample found: upload traces in the sidebar.")
+            return None, ""
+        key = "sample:" + sample.key() + repr(options.key())
+        return analyze_sample(key, sample, options), f"trace-report-{sample.name}"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line, never a traceback
+        st.error(wa.error_line(exc), icon=":material/error:")
+        return None, ""
+
+
+def _card(card: wa.Card) -> None:
+    with st.container(border=True, key=f"finding-{card.number}"):
+        head, share = st.columns([5, 1.3], vertical_alignment="center")
+        with head:
+            st.markdown(f"##### :{card.color}-badge[{card.severity.upper()}] &nbsp;"
+                        f"#{card.number} {wa.page.md_escape(card.title)}")
+        share.markdown(f"**{card.share_text}**  \n{card.time_text}")
+        st.markdown(f"**Recommendation.** {wa.page.md_escape(card.recommendation)}")
+        if card.evidence:
+            with st.expander("Evidence", expanded=card.number == 1):
+                st.markdown(card.evidence_markdown())
+                st.caption(f"finding id `{card.id}`")
+
+
+def _section(sec: charts.Section) -> None:
+    st.subheader(sec.title)
+    if sec.caption:
+        st.caption(sec.caption)
+    if sec.figure is not None:
+        st.plotly_chart(sec.figure, key=f"plot-{sec.key}", config={"displaylogo": False})
+    if sec.table is not None:
+        table = sec.table
+        if sec.key == "kernels":
+            query = st.text_input("Filter kernels", key="kernel-filter",
+                                  placeholder="words in the kernel name or category, e.g. gemm nvjet")
+            table = charts.filter_kernels(table, query)
+            st.caption(f"{len(table)} of {len(sec.table)} kernels")
+        st.dataframe(wa.display_table(table), hide_index=True, key=f"table-{sec.key}")
+    if sec.note:
+        (st.info if sec.empty else st.caption)(sec.note)
+
+
+def analysis_page() -> None:
+    source, uploads, sample, options, limits = _sidebar()
+    doc, stem = _run(source, uploads, sample, options, limits)
+    if doc is None:
+        st.title("LLM serving trace analysis")
+        return
+    page = wa.build_page(doc, stem=stem)
+    st.title(page.title)
+    st.caption(page.subtitle)
+    for col, m in zip(st.columns(len(page.metrics)), page.metrics):
+        col.metric(m.label, m.value, help=m.help, border=True)
+    with st.container(horizontal=True):
+        for d in page.downloads:
+            st.download_button(f"Download {d.label}", data=d.data, file_name=d.file_name, mime=d.mime,
+                               on_click="ignore", icon=":material/download:", key=f"dl-{d.label}")
+    for w in page.warnings:
+        st.warning(w)
+    st.header("Findings")
+    if not page.cards:
+        st.success("No finding: nothing stood out. The figures below show where the time went.")
+    for card in page.cards:
+        _card(card)
+    for a in page.abstained:
+        st.caption(f"Could not tell: {a}")
+    for sec in page.sections:
+        _section(sec)
+    with st.expander("Inputs and notes"):
+        if not page.inputs.empty:
+            st.dataframe(page.inputs, hide_index=True)
+        for n in page.notes:
+            st.caption(n)
+
+
+# ------------------------------------------------------------------------------------------
+# navigation
+# ------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    st.set_page_config(page_title="Trace analyzer", page_icon=":material/monitoring:", layout="wide")
+    pages = [st.Page(analysis_page, title="Analyze traces", icon=":material/monitoring:",
+                     url_path="analyze", default=True)]
+    if wa.capacity_available():
+        pages.append(st.Page(capacity_page, title="Capacity planning", icon=":material/calculate:",
+                             url_path="capacity"))
+    st.navigation(pages).run()
+
+
+def capacity_page() -> None:
+    st.title("Capacity planning")
+    st.info("Coming soon.")
+
+
+main()
