@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if target.exists():
             shutil.rmtree(target)
         truth = write_scenario(SCENARIOS[name](), target)
-        size = sum(f["gz_bytes"] for f in truth["files"])
+        size = sum((target / f["path"]).stat().st_size for f in truth["files"])
         print(f"{name}: {len(truth['files'])} trace files, {size / 1e6:.2f} MB "
               f"-> {target}", file=sys.stderr)
     return 0

@@ -196,10 +196,10 @@ def _rank_program(tl: RankTimeline, stage_split: bool) -> Program:
         _span(tl, "scheduler.get_next_batch_to_run", host, step.get_next_batch_ns, ids)
         host += step.get_next_batch_ns
         run_batch = _span(tl, "scheduler.run_batch", host, 0, ids)
-        py_run = _span(tl, PY_RUN_BATCH, host + 500, 0, ids, cat="python_function")
         exe = None
-        if step.execute_annotation:
-            exe = _span(tl, execute_span_name(step), host + 1_000, 0, ids)
+        if step.execute_annotation:  # wraps the batch's python frames, inside run_batch
+            exe = _span(tl, execute_span_name(step), host + 200, 0, ids)
+        py_run = _span(tl, PY_RUN_BATCH, host + 500, 0, ids, cat="python_function")
         host += 2_000
         py_fwd = _span(tl, PY_FORWARD[step.phase], host, 0, ids, cat="python_function")
         host += 1_000
@@ -253,6 +253,8 @@ def _rank_program(tl: RankTimeline, stage_split: bool) -> Program:
         host += 1_000
         run_batch.dur = host - run_batch.start
         py_run.dur = host - 500 - py_run.start
+        if exe is not None:
+            exe.dur = host - 200 - exe.start
         # process_batch_result: block on the copy of next token ids, then bookkeeping
         proc = _span(tl, "scheduler.process_batch_result", host, 0, ids)
         wake = host + 1_000
@@ -263,8 +265,6 @@ def _rank_program(tl: RankTimeline, stage_split: bool) -> Program:
                                      {"cbid": 131}))
         host = wake + step.process_result_ns
         proc.dur = host - proc.start
-        if exe is not None:
-            exe.dur = host - exe.start
         rec.host_end = host
 
 
