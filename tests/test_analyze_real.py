@@ -59,6 +59,11 @@ def minus(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
     return total
 
 
+def to_ns(us) -> int:
+    """Exact for integer microseconds (float math loses ns above 2**53)."""
+    return int(us) * 1000 if isinstance(us, int) else round(float(us) * 1000)
+
+
 def independent_figures(path: Path) -> dict[int, dict[str, float]]:
     data = json.load(gzip.open(path))
     events = data["traceEvents"] if isinstance(data, dict) else data
@@ -68,8 +73,8 @@ def independent_figures(path: Path) -> dict[int, dict[str, float]]:
             continue
         args = ev.get("args", {})
         dev = int(args.get("device", ev.get("pid")))
-        s = round(float(ev["ts"]) * 1000)
-        e = s + round(float(ev["dur"]) * 1000)
+        s = to_ns(ev["ts"])
+        e = s + to_ns(ev["dur"])
         d = per_dev.setdefault(dev, {"all": [], "comm": [], "noncomm_kernels": []})
         d["all"].append((s, e))
         if ev["cat"] in ("kernel", "Kernel"):
@@ -98,10 +103,14 @@ def real_files(shared_traces):
     return files
 
 
-def test_every_real_trace_matches_independent_figures(real_files):
-    for path in real_files:
-        report = analyzer.analyze([path])
-        doc = report.to_dict()
+@pytest.fixture(scope="module")
+def real_reports(real_files) -> dict[Path, dict]:
+    """Each real trace analysed once per test module."""
+    return {path: analyzer.analyze([path]).to_dict() for path in real_files}
+
+
+def test_every_real_trace_matches_independent_figures(real_reports):
+    for path, doc in real_reports.items():
         validate_report(doc)
         want = independent_figures(path)
         got = {r["device"]: r for r in doc["ranks"]}
@@ -118,10 +127,9 @@ def test_every_real_trace_matches_independent_figures(real_files):
             ), path.name
 
 
-def test_category_times_bound_busy_time(real_files):
+def test_category_times_bound_busy_time(real_reports):
     """Conservation: the union of all categories is busy time, so their sum is at least busy."""
-    for path in real_files:
-        doc = analyzer.analyze([path]).to_dict()
+    for doc in real_reports.values():
         for r in doc["ranks"]:
             total = sum(c["time_us"] for c in r["categories"].values())
             assert total >= r["busy_us"] - 0.01
@@ -130,7 +138,7 @@ def test_category_times_bound_busy_time(real_files):
             assert counts > 0
 
 
-def test_ddp_allreduce_time_is_by_collective(shared_traces):
+def test_ddp_allreduce_time_is_by_collective(shared_traces, real_reports):
     """HTA DDP trace: NCCL AllReduce and Broadcast kernels, split by collective."""
     path = shared_traces / "kineto" / "hta_ddp_a100_nccl_allreduce_rank0.json.gz"
     data = json.load(gzip.open(path))
@@ -138,9 +146,9 @@ def test_ddp_allreduce_time_is_by_collective(shared_traces):
     for ev in data["traceEvents"]:
         if ev.get("cat") == "kernel" and ev["name"].startswith("ncclKernel_"):
             op = ev["name"].split("_")[1].lower()
-            s = round(ev["ts"] * 1000)
-            per.setdefault(op, []).append((s, s + round(ev["dur"] * 1000)))
-    doc = analyzer.analyze([path]).to_dict()
+            s = to_ns(ev["ts"])
+            per.setdefault(op, []).append((s, s + to_ns(ev["dur"])))
+    doc = real_reports[path]
     by = doc["ranks"][0]["communication"]["by_collective"]
     assert set(by) == set(per)
     for op, iv in per.items():
