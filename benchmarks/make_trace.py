@@ -1,7 +1,8 @@
 """Write a large synthetic Kineto trace by tiling the events of a real one (benchmark input).
 
-SYNTHETIC: the events of a real trace (default: the H100 Hugging Face generate() trace from
-../shared/traces) are repeated ``copies`` times, each copy shifted in time by the span of
+SYNTHETIC: the events of a real trace (default: the SGLang Qwen3-8B MI300X serving trace from
+../shared/traces, which HolisticTraceAnalysis can also analyse; HTA's temporal breakdown
+asserts on the H100 generate() trace) are repeated ``copies`` times, each copy shifted in time by the span of
 the original plus a 1 ms gap, so the result looks like one long capture. Ground truth is
 known by construction: every count and duration is ``copies`` x the original's.
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import orjson
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SOURCE = REPO.parent / "shared/traces/kineto/hf_qwen1.5-0.5b_h100_generate.json.gz"
+DEFAULT_SOURCE = REPO.parent / "shared/traces/kineto/sglang_qwen3-8b_mi300x_prefill_decode.json.gz"
 
 
 def _load(path: Path) -> dict:
@@ -32,7 +33,8 @@ def make_trace(out: Path, size_mb: float, source: Path = DEFAULT_SOURCE, rank: i
     """Write ``out`` (uncompressed JSON, >= size_mb MB) and return its ground truth."""
     doc = _load(source)
     events = doc.pop("traceEvents")
-    doc["distributedInfo"] = {"backend": "nccl", "rank": rank, "world_size": 1}
+    dist = doc.get("distributedInfo") or {"backend": "nccl", "world_size": 1}
+    doc["distributedInfo"] = dict(dist, rank=rank)
     timed = [e for e in events if isinstance(e.get("ts"), (int, float))]
     t0 = min(e["ts"] for e in timed)
     t1 = max(e["ts"] + e.get("dur", 0) for e in timed)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import compress
 from operator import attrgetter
 from pathlib import Path
@@ -87,20 +87,25 @@ DTYPE_BYTES: dict[str, int] = {
 
 
 #: (JSON key in ``args``, attribute, type, default) of every arg the reader uses.
-_ARG_SPEC: tuple[tuple[str, str, type, Any], ...] = (
-    ("device", "device", int, -1),
-    ("stream", "stream", int, -1),
-    ("correlation", "correlation", int, -1),
-    ("External id", "external_id", int, -1),
-    ("external id", "external_id_old", int, -1),
-    ("Collective name", "collective", str, ""),
-    ("In msg nelems", "in_nelems", int, -1),
-    ("dtype", "dtype", str, ""),
-    ("Group size", "group_size", int, -1),
-    ("Process Group Name", "pg_name", str, ""),
-    ("Seq", "seq", int, -1),
-    ("seq", "seq_lower", int, -1),
-    ("bytes", "nbytes", int, -1),
+#: Arg values as found in the wild: ROCm writes ``"bytes": "60"``, some exporters floats.
+_LooseInt = Union[int, float, str, None]  # noqa: UP007 - a runtime type for msgspec
+_LooseStr = Union[str, int, float, None]  # noqa: UP007
+
+#: (JSON key in ``args``, attribute, type, default) of every arg the reader uses.
+_ARG_SPEC: tuple[tuple[str, str, Any, Any], ...] = (
+    ("device", "device", _LooseInt, -1),
+    ("stream", "stream", _LooseInt, -1),
+    ("correlation", "correlation", _LooseInt, -1),
+    ("External id", "external_id", _LooseInt, -1),
+    ("external id", "external_id_old", _LooseInt, -1),
+    ("Collective name", "collective", _LooseStr, ""),
+    ("In msg nelems", "in_nelems", _LooseInt, -1),
+    ("dtype", "dtype", _LooseStr, ""),
+    ("Group size", "group_size", _LooseInt, -1),
+    ("Process Group Name", "pg_name", _LooseStr, ""),
+    ("Seq", "seq", _LooseInt, -1),
+    ("seq", "seq_lower", _LooseInt, -1),
+    ("bytes", "nbytes", _LooseInt, -1),
 )
 _ARG_DEFAULT = {attr: default for _k, attr, _t, default in _ARG_SPEC}
 #: args always decoded; the others only when the slice's bytes contain the needle
@@ -140,8 +145,8 @@ class _Decoders:
         fields: list[tuple[str, Any, Any]] = [
             ("cat", str, ""),
             ("name", str, ""),
-            ("pid", int | str, -1),
-            ("tid", int | str, -1),
+            ("pid", Union[int, float, str], -1),  # noqa: UP007
+            ("tid", Union[int, float, str], -1),  # noqa: UP007
             ("ts", float, math.nan),
             ("dur", float, 0.0),
         ]
@@ -194,9 +199,19 @@ def _as_int(v: Any) -> int:
     if isinstance(v, float) and math.isfinite(v):
         return int(v)
     if isinstance(v, str):
-        m = re.search(r"-?\d+$", v.strip())
+        v = v.strip()
+        if v[:2].lower() == "0x":
+            try:
+                return int(v, 16)
+            except ValueError:
+                return -1
+        m = re.search(r"-?\d+$", v)  # "stream 7" -> 7, "25738" -> 25738
         return int(m.group()) if m else -1
     return -1
+
+
+def _as_str(v: Any) -> str:
+    return "" if v is None else str(v)
 
 
 def _as_num(v: Any, what: str) -> float:
@@ -215,7 +230,7 @@ def _coerce(e: _LooseEvent, event_type: type, args_type: type) -> Any:
     kw: dict[str, Any] = {}
     for key, attr, typ, _default in _ARG_SPEC:
         if key in a:
-            kw[attr] = str(a[key]) if typ is str else _as_int(a[key])
+            kw[attr] = _as_str(a[key]) if typ is _LooseStr else _as_int(a[key])
     pid = e.pid if isinstance(e.pid, (int, str)) else _as_int(e.pid)
     tid = e.tid if isinstance(e.tid, (int, str)) else _as_int(e.tid)
     return event_type(
@@ -367,16 +382,28 @@ class _ArgColumns:
         get = attrgetter(attr)
         k = self.n if mask is None else int(mask.sum())
         if k == self.n:
-            return np.fromiter(map(get, self.args), dtype=np.int64, count=self.n)
+            return _ints(map(get, self.args), self.n)
         out = np.full(self.n, default, dtype=np.int64)
         if k:
-            out[mask] = np.fromiter(map(get, compress(self.args, mask)), dtype=np.int64, count=k)
+            out[mask] = _ints(map(get, compress(self.args, mask)), k)
         return out
 
-    def values(self, attr: str) -> list[Any]:
+    def values(self, attr: str) -> list[str]:
         if attr not in self.attrs:
             return [_ARG_DEFAULT[attr]] * self.n
-        return list(map(attrgetter(attr), self.args))
+        out = list(map(attrgetter(attr), self.args))
+        if not all(type(v) is str for v in out):
+            out = [_as_str(v) for v in out]
+        return out
+
+
+def _ints(values: Iterable[Any], n: int) -> np.ndarray:
+    """int64 array from arg values (ints fast; floats, numeric strings, None coerced)."""
+    items = list(values)
+    try:
+        return np.fromiter(items, dtype=np.int64, count=n)
+    except (ValueError, TypeError, OverflowError):
+        return np.array([_as_int(v) for v in items], dtype=np.int64)
 
 
 class _Columns:
