@@ -63,7 +63,7 @@ class TinyModel:
         torch = self.torch
         from torch.nn.functional import scaled_dot_product_attention
 
-        with torch.profiler.record_function(f"forward_step[{stage} bs=1 toks={tokens}]"):
+        with torch.profiler.record_function(f"step[{stage} bs=1 toks={tokens}]"):
             x = torch.randn(tokens, 64)
             qkv = x @ self.w_in
             q, k, v = (t.reshape(1, 4, tokens, 16) for t in qkv.split(64, dim=1))
@@ -250,7 +250,9 @@ class FakeSGLangServer:
 
     def start_profile(self, body: dict[str, Any]) -> tuple[int, str]:
         with self.lock:
-            if self.profiling:
+            if self.profiling:  # SGLang raises RuntimeError: FastAPI answers a bare 500
+                if self.busy_status == 500:
+                    return 500, "Internal Server Error"
                 return (
                     self.busy_status,
                     "Profiling is already in progress. Call /stop_profile first.",
