@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
-from itertools import compress
+from itertools import compress, count
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Union
@@ -302,34 +302,48 @@ class _BadValue(Exception):
 
 
 class _Interner:
-    """Global string -> code table shared by all slices of one file."""
+    """Global string -> code table shared by all slices of one file.
+
+    ``encode`` runs ``dict.setdefault`` from C (``map``) with a running counter as the
+    candidate code, so codes are unique but sparse; ``categorical`` makes them dense.
+    """
 
     def __init__(self) -> None:
         self.codes: dict[str, int] = {}
+        self.counter = count()
 
-    def encode(self, values: list[str]) -> np.ndarray:
-        codes, uniques = pd.factorize(np.array(values, dtype=object))
-        table = self.codes
-        remap = np.fromiter(
-            (table.setdefault(u, len(table)) for u in uniques), dtype=np.int32, count=len(uniques)
+    def encode(self, values: Iterable[str], n: int) -> np.ndarray:
+        return np.fromiter(
+            map(self.codes.setdefault, values, self.counter), dtype=np.int64, count=n
         )
-        return remap[codes] if len(codes) else np.zeros(0, dtype=np.int32)
 
     def constant(self, value: str, n: int) -> np.ndarray:
-        return np.full(n, self.codes.setdefault(value, len(self.codes)), dtype=np.int32)
+        return np.full(n, self.codes.setdefault(value, next(self.counter)), dtype=np.int64)
 
     def categorical(self, codes: np.ndarray) -> pd.Categorical:
+        sparse = np.fromiter(self.codes.values(), dtype=np.int64, count=len(self.codes))
+        lut = np.zeros(int(sparse.max()) + 1 if len(sparse) else 1, dtype=np.int32)
+        lut[sparse] = np.arange(len(sparse), dtype=np.int32)
         cats = pd.Index(list(self.codes), dtype=object)
-        return pd.Categorical.from_codes(codes, categories=cats)
+        return pd.Categorical.from_codes(lut[codes], categories=cats)
 
 
-def _int_column(values: list[Any]) -> np.ndarray:
-    """int64 array from ints or strings such as ``"stream 7"`` / ``"25738"`` (-1 if none)."""
+class _CatKinds(dict):  # type: ignore[type-arg]
+    """``cat`` -> kind code; unknown categories are looked up once, then cached."""
+
+    def __missing__(self, cat: str) -> int:
+        code = _KIND_CODE[CAT_TO_KIND.get(cat, "other")]
+        self[cat] = code
+        return code
+
+
+def _int_column(events: list[Any], get: Callable[[Any], Any], n: int) -> np.ndarray:
+    """int64 column from ints, floats or strings such as ``"stream 7"`` (-1 if no number)."""
     try:
-        return np.array(values, dtype=np.int64)
+        return np.fromiter(map(get, events), dtype=np.int64, count=n)
     except (ValueError, TypeError, OverflowError):
         pass
-    codes, uniques = pd.factorize(np.array(values, dtype=object))
+    codes, uniques = pd.factorize(np.array(list(map(get, events)), dtype=object))
     table = np.array([_as_int(u) for u in uniques], dtype=np.int64)
     return table[codes]
 
@@ -414,6 +428,7 @@ class _Columns:
         self.names = _Interner()
         self.collectives = _Interner()
         self.pg_names = _Interner()
+        self.kinds = _CatKinds()
         self.n = 0
 
     def add(self, events: list[Any], keys: frozenset[str], file_name: str) -> None:
@@ -434,13 +449,9 @@ class _Columns:
             raise BadInputError(
                 f"{file_name}: event {events[i].name!r} has an invalid duration {dur_us[i]!r} us"
             )
-        cat_codes, cat_uniques = pd.factorize(np.array(list(map(_GET_CAT, events)), dtype=object))
-        kind_of_cat = np.array(
-            [_KIND_CODE[CAT_TO_KIND.get(c, "other")] for c in cat_uniques], dtype=np.int8
-        )
-        kind = kind_of_cat[cat_codes]
-        pid = _int_column(list(map(_GET_PID, events)))
-        tid = _int_column(list(map(_GET_TID, events)))
+        kind = np.fromiter(map(self.kinds.__getitem__, map(_GET_CAT, events)), np.int8, count=n)
+        pid = _int_column(events, _GET_PID, n)
+        tid = _int_column(events, _GET_TID, n)
         cols = _ArgColumns(events, keys, kind) if keys else None
 
         def arg(attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
@@ -464,7 +475,7 @@ class _Columns:
         pg_size = np.full(n, -1, dtype=np.int32)
         if cols is not None and "Collective name" in keys:
             coll_strs = cols.values("collective")
-            coll = self.collectives.encode(coll_strs)
+            coll = self.collectives.encode(coll_strs, n)
             has_coll = np.fromiter(map(bool, coll_strs), dtype=bool, count=n)
             nelems = arg("in_nelems")
             dt_codes, dt_uniques = pd.factorize(
@@ -474,7 +485,7 @@ class _Columns:
             size = size[dt_codes]
             ok = has_coll & (nelems >= 0) & (size > 0)
             msg[ok] = nelems[ok] * size[ok]
-            pg = self.pg_names.encode(cols.values("pg_name"))
+            pg = self.pg_names.encode(cols.values("pg_name"), n)
             pg_size = arg("group_size").astype(np.int32)
             seq = arg("seq")
             seq = np.where(seq >= 0, seq, arg("seq_lower"))
@@ -490,7 +501,7 @@ class _Columns:
         p["ts_ns"].append(_us_to_ns(ts_us))
         p["dur_ns"].append(_us_to_ns(dur_us))
         p["kind"].append(kind)
-        p["name"].append(self.names.encode(list(map(_GET_NAME, events))))
+        p["name"].append(self.names.encode(map(_GET_NAME, events), n))
         p["pid"].append(pid)
         p["tid"].append(tid)
         p["device"].append(device)
