@@ -440,3 +440,26 @@ def test_rank_files_and_expected_count():
     assert expected_rank_files({"tp_size": 4, "pp_size": 2, "dp_size": 2}) == 16
     assert expected_rank_files({"tp_size": 8, "dp_size": 8, "enable_dp_attention": True}) == 8
     assert expected_rank_files({}) == 1
+
+
+class _Tty(__import__("io").StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_wait_for_traces_progress_only_on_a_terminal(tmp_path):
+    from analyzer.collect.files import wait_for_traces
+
+    with gzip.open(tmp_path / "17.5-TP-0.trace.json.gz", "wt") as fh:
+        fh.write('{"traceEvents": []}')
+    tty, pipe = _Tty(), __import__("io").StringIO()
+    got = wait_for_traces(tmp_path, before={}, expected_ranks=1, timeout_s=5, poll_s=0.01,
+                          progress_stream=tty)
+    assert [f.path.name for f in got.files] == ["17.5-TP-0.trace.json.gz"]
+    assert "waiting for traces: 1/1 ranks" in tty.getvalue()
+    whole = (tmp_path / "17.5-TP-0.trace.json.gz").read_bytes()
+    (tmp_path / "17.5-TP-1.trace.json.gz").write_bytes(whole[: len(whole) // 2])  # cut short
+    with pytest.raises(BadInputError, match="2 of 2 ranks wrote a file, 1 of 2 files are whole"):
+        wait_for_traces(tmp_path, before={}, expected_ranks=2, timeout_s=0.2, poll_s=0.01,
+                        progress_stream=pipe)
+    assert pipe.getvalue() == ""  # not a terminal: no progress

@@ -168,9 +168,13 @@ class SGLangClient:
             raise self._fail("GET /metrics", ans)
         return ans.text
 
-    def start_profile(self, body: Mapping[str, Any]) -> str:
-        """``POST /start_profile``; returns the server's answer text."""
-        ans = self.request("POST", "/start_profile", body)
+    def start_profile(self, body: Mapping[str, Any], *, timeout_s: float | None = None) -> str:
+        """``POST /start_profile``; returns the server's answer text.
+
+        Some SGLang versions answer a ``num_steps`` request only once the steps ran and the
+        traces are written: give such a call the whole capture's ``timeout_s``.
+        """
+        ans = self.request("POST", "/start_profile", body, timeout_s=timeout_s)
         if 200 <= ans.status < 300:
             return ans.text
         detail = _one_line(ans.text)

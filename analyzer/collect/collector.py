@@ -186,7 +186,7 @@ def collect(
     body = profile_request(opts, server_dir)
     previous = snapshot(out)
     t_start = time.monotonic()
-    client.start_profile(body)
+    client.start_profile(body, timeout_s=opts.timeout_s if opts.num_steps is not None else None)
     writes_traces = bool(TRACE_ACTIVITIES & set(opts.activities))
     if opts.num_steps is None:
         try:

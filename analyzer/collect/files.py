@@ -214,8 +214,9 @@ def _timeout_message(
 ) -> str:
     if not files:
         return f"no trace file appeared in {directory} within {timeout_s:g} s{hint}"
+    complete = sum(gzip_complete(f.path) for f in files)
     return (
-        f"traces incomplete after {timeout_s:g} s in {directory}: {len(ranks)} of {expected} ranks "
-        f"wrote a file ({len(files)} files); raise --timeout, or pass --expect-files when some "
-        "ranks write elsewhere (other nodes)"
+        f"traces incomplete after {timeout_s:g} s in {directory}: {len(ranks)} of {expected} "
+        f"ranks wrote a file, {complete} of {len(files)} files are whole; raise --timeout, or "
+        "pass --expect-files when some ranks write elsewhere (other nodes)"
     )
