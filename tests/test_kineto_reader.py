@@ -283,6 +283,24 @@ def test_loose_types_are_coerced(tmp_path: Path) -> None:
     assert ev["external_id"].tolist() == [12, -1]
 
 
+def test_string_and_null_arg_values(tmp_path: Path) -> None:
+    """ROCm writes ``"bytes": "60"``; nulls and floats appear in other exporters."""
+    events = [
+        _ev(cat="cuda_runtime", name="hipMemcpyWithStream", ts=1,
+            args={"External id": 5, "correlation": "77", "bytes": "60", "kind": "1"}),
+        _ev(cat="gpu_memcpy", name="Memcpy HtoD", pid=9, tid=3, ts=2,
+            args={"device": 9, "stream": None, "correlation": 77, "bytes": "4096"}),
+        _ev(cat="kernel", name="k", pid="9", tid="stream 4", ts=3,
+            args={"device": 9.0, "External id": None, "correlation": 78}),
+    ]  # fmt: skip
+    ev = read_kineto(_write(tmp_path, {"traceEvents": events})).events
+    assert ev["correlation"].tolist() == [77, 77, 78]
+    assert ev["msg_bytes"].tolist() == [-1, 4096, -1]
+    assert ev["stream"].tolist() == [-1, 3, 4]
+    assert ev["device"].tolist() == [-1, 9, 9]
+    assert ev["external_id"].tolist() == [5, -1, -1]
+
+
 TRICKY_NAMES = [
     'a}, {"ph": "X"',
     "void k<{lambda()#1}>(int), {x}",
