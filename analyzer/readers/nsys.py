@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from analyzer.model import (
-    EVENT_COLUMNS,
     KINDS,
     BadInputError,
     DeviceInfo,
@@ -39,14 +38,18 @@ from analyzer.readers.nsys_export import export_report, is_report
 from analyzer.readers.nsys_schema import NsysDb
 from analyzer.readers.nsys_tables import (
     GRAPH_TRACE_NAME,
+    KIND_CODE,
     TID_MASK,
-    empty_raw,
+    Names,
+    Raw,
+    concat_raw,
     read_cuda_api,
     read_graph_trace,
     read_kernels,
     read_memcpy,
     read_memset,
     read_nvtx,
+    take_raw,
 )
 
 __all__ = ["GRAPH_TRACE_NAME", "GRAPH_TRACE_WARNING", "read_nsys", "read_nsys_many"]
@@ -145,26 +148,32 @@ def _read_report(path: Path) -> _Report:
 
 
 def _build(db: NsysDb, source: Path) -> list[Trace]:
-    gpu = _concat([read_kernels(db), read_memcpy(db), read_memset(db), read_graph_trace(db)])
-    if gpu.empty:
+    names = Names()
+    gpu = concat_raw(
+        read(db, names) for read in (read_kernels, read_memcpy, read_memset, read_graph_trace)
+    )
+    if len(gpu["ts_ns"]) == 0:
         raise BadInputError(
             f"{source} has no CUDA GPU activity (no kernel, memcpy, memset or graph rows); "
             "capture with `nsys profile -t cuda,nvtx ...`"
         )
-    host = _concat([read_cuda_api(db), read_nvtx(db)])
-    host = host[host["pkey"].isin(gpu["pkey"].unique())]
+    host = concat_raw([read_cuda_api(db, names), read_nvtx(db, names)])
+    host = take_raw(host, np.isin(host["pkey"], np.unique(gpu["pkey"])))
     host_device, split_procs = _assign_host_devices(gpu, host)
-    host = host.assign(_dev=host_device)
-    gpu = gpu.assign(_dev=gpu["device"].to_numpy())
-    allev = _concat([gpu, host])
 
-    pairs = (
-        gpu[["device", "pkey"]]
-        .drop_duplicates()
-        .assign(pid=lambda d: d["pkey"] & TID_MASK)
-        .sort_values(["device", "pid", "pkey"])
-        .to_numpy()
-    )
+    # one pass: every row gets the index of its (device, process) pair, then one sort by
+    # (pair, time) makes each trace a contiguous, time-ordered slice
+    pair_keys = np.unique((gpu["device"] << 40) | gpu["pkey"])
+    pairs = sorted((int(k >> 40), int(k) & TID_MASK, int(k) & ((1 << 40) - 1)) for k in pair_keys)
+    ordered_keys = np.array([(d << 40) | k for d, _, k in pairs], dtype=np.int64)
+    allev = concat_raw([gpu, host | {"device": host_device}])  # host rows: device of the trace
+    row_keys = (allev["device"] << 40) | allev["pkey"]
+    rank_of = np.argsort(ordered_keys)  # ranks go by (device, pid), not by key
+    pos = np.searchsorted(ordered_keys[rank_of], row_keys)
+    pos = np.minimum(pos, len(ordered_keys) - 1)
+    group = np.where(ordered_keys[rank_of][pos] == row_keys, rank_of[pos], len(pairs))
+    order = np.lexsort((allev["ts_ns"], group))
+    bounds = np.searchsorted(group[order], np.arange(len(pairs) + 1))
     devices = _device_info(db)
     proc_names = _process_names(db)
     meta = db.meta()
@@ -178,35 +187,33 @@ def _build(db: NsysDb, source: Path) -> list[Trace]:
         "cuda_graph_trace_mode": capture.get("CUDA_GRAPH_TRACE_OPTIONS:MODE"),
         "hostname": capture.get("Hostname") or _system_env(db, "Hostname"),
     }
-    groups = {key: idx for key, idx in allev.groupby(["_dev", "pkey"], sort=False).indices.items()}
+    graph_code = names.code(GRAPH_TRACE_NAME)
     traces = []
-    for rank, (dev, pkey, pid) in enumerate(pairs):
-        raw = allev.iloc[groups[(dev, pkey)]]
+    for rank, (dev, pid, pkey) in enumerate(pairs):
+        raw = take_raw(allev, order[bounds[rank] : bounds[rank + 1]])
         warnings: list[str] = []
-        graph = raw[raw["name"].to_numpy() == GRAPH_TRACE_NAME]
-        if len(graph):
-            warnings.append(
-                GRAPH_TRACE_WARNING.format(n=len(graph), ms=graph["dur_ns"].sum() / 1e6)
-            )
+        graph = raw["name"] == graph_code
+        if graph.any():
+            ms = raw["dur_ns"][graph].sum() / 1e6
+            warnings.append(GRAPH_TRACE_WARNING.format(n=int(graph.sum()), ms=ms))
         if pkey in split_procs:
             warnings.append(
                 f"process {pid} drove several GPUs {split_procs[pkey]}: its host "
                 "threads were assigned to the device their launches reached"
             )
-        info = devices.get(int(dev), DeviceInfo(index=int(dev)))
         md = base_meta | {
-            "pid": int(pid),
-            "process_name": proc_names.get(int(pkey), ""),
-            "device_id": int(dev),
+            "pid": pid,
+            "process_name": proc_names.get(pkey, ""),
+            "device_id": dev,
         }
         traces.append(
             Trace(
                 rank=RankInfo(
                     rank=rank, rank_source="nsys", world_size=len(pairs), profile_id=source.stem
                 ),
-                events=_event_table(raw),
+                events=_event_table(raw, names),
                 sources=(SourceFile(path=str(source), format="nsys"),),
-                devices=(info,),
+                devices=(devices.get(dev, DeviceInfo(index=dev)),),
                 metadata=md,
                 warnings=tuple(warnings),
             )
@@ -214,84 +221,97 @@ def _build(db: NsysDb, source: Path) -> list[Trace]:
     return traces
 
 
-def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else empty_raw()
-
-
-def _assign_host_devices(
-    gpu: pd.DataFrame, host: pd.DataFrame
-) -> tuple[np.ndarray, dict[int, list[int]]]:
+def _assign_host_devices(gpu: Raw, host: Raw) -> tuple[np.ndarray, dict[int, list[int]]]:
     """Device each host event goes with: the process's device, or for a process that drove
     several devices, the device most of its thread's correlated launches reached (else the
     process's busiest device)."""
-    per_proc = gpu.groupby(["pkey", "device"]).size().rename("n").reset_index()
-    per_proc = per_proc.sort_values(["pkey", "n", "device"], ascending=[True, False, True])
-    main = per_proc.drop_duplicates("pkey").set_index("pkey")["device"]
-    out = host["pkey"].map(main).to_numpy(dtype=np.int64, copy=True)
-    counts = per_proc.groupby("pkey")["device"].apply(lambda s: sorted(int(d) for d in s))
-    split = {int(k): v for k, v in counts.items() if len(v) > 1}
-    if not split or host.empty:
-        return out, split
-    multi = host["pkey"].isin(list(split)).to_numpy()
-    launches = host.loc[
-        multi & (host["correlation"] >= 0).to_numpy(), ["pkey", "tid", "correlation"]
-    ]
-    hits = launches.merge(
-        gpu.loc[gpu["correlation"] >= 0, ["pkey", "correlation", "device"]],
-        on=["pkey", "correlation"],
+    per_proc = (
+        pd.DataFrame({"pkey": gpu["pkey"], "device": gpu["device"]})
+        .value_counts()
+        .rename("n")
+        .reset_index()
+        .sort_values(["pkey", "n", "device"], ascending=[True, False, True])
     )
+    main = per_proc.drop_duplicates("pkey").set_index("pkey")["device"]
+    out = pd.Series(host["pkey"]).map(main).to_numpy(dtype=np.int64, copy=True)
+    devs = per_proc.groupby("pkey")["device"].agg(lambda s: sorted(int(d) for d in s))
+    split = {int(k): v for k, v in devs.items() if len(v) > 1}
+    if not split or len(out) == 0:
+        return out, split
+    multi = np.isin(host["pkey"], list(split))
+    sel = multi & (host["correlation"] >= 0)
+    launches = pd.DataFrame(
+        {
+            "pkey": host["pkey"][sel],
+            "tid": host["tid"][sel],
+            "correlation": host["correlation"][sel],
+        }
+    )
+    gsel = np.isin(gpu["pkey"], list(split)) & (gpu["correlation"] >= 0)
+    targets = pd.DataFrame(
+        {
+            "pkey": gpu["pkey"][gsel],
+            "correlation": gpu["correlation"][gsel],
+            "device": gpu["device"][gsel],
+        }
+    )
+    hits = launches.merge(targets, on=["pkey", "correlation"])
     if hits.empty:
         return out, split
     best = (
-        hits.groupby(["pkey", "tid", "device"])
-        .size()
+        hits[["pkey", "tid", "device"]]
+        .value_counts()
         .rename("n")
         .reset_index()
         .sort_values(["pkey", "tid", "n", "device"], ascending=[True, True, False, True])
         .drop_duplicates(["pkey", "tid"])
     )
-    keyed = (
-        host[["pkey", "tid"]]
-        .reset_index(drop=True)
-        .merge(best[["pkey", "tid", "device"]], on=["pkey", "tid"], how="left")
+    keyed = pd.DataFrame({"pkey": host["pkey"][multi], "tid": host["tid"][multi]}).merge(
+        best[["pkey", "tid", "device"]], on=["pkey", "tid"], how="left"
     )
-    found = keyed["device"].notna().to_numpy() & multi
-    out[found] = keyed["device"].to_numpy()[found].astype(np.int64)
+    dev = keyed["device"].to_numpy(dtype=float)
+    found = ~np.isnan(dev)
+    idx = np.flatnonzero(multi)[found]
+    out[idx] = dev[found].astype(np.int64)
     return out, split
 
 
-def _event_table(raw: pd.DataFrame) -> pd.DataFrame:
-    """Raw frame of one (device, process) -> event table (EVENT_COLUMNS + extras), by time."""
-    raw = raw.sort_values("ts_ns", kind="stable")
-    n = len(raw)
-    kind = raw["kind"].to_numpy(dtype=object)
-    is_gpu = np.isin(kind, GPU_KINDS)
-    device = raw["device"].to_numpy(dtype=np.int64)
+def _event_table(raw: Raw, names: Names) -> pd.DataFrame:
+    """Time-ordered raw rows of one (device, process) -> event table (EVENT_COLUMNS + extras)."""
+    n = len(raw["ts_ns"])
+    kind = raw["kind"]
+    is_gpu = np.isin(kind, [KIND_CODE[k] for k in GPU_KINDS])
+    device = raw["device"]
+    one = np.zeros(n, dtype=np.int8)
     df = pd.DataFrame(
         {
-            "ts_ns": raw["ts_ns"].to_numpy(dtype=np.int64),
-            "dur_ns": raw["dur_ns"].to_numpy(dtype=np.int64),
-            "kind": pd.Categorical(kind, categories=KINDS),
-            "name": pd.Categorical(raw["name"].to_numpy(dtype=object)),
-            "pid": np.where(is_gpu, device, raw["pkey"].to_numpy() & TID_MASK).astype(np.int64),
-            "tid": raw["tid"].to_numpy(dtype=np.int64),
+            "ts_ns": raw["ts_ns"],
+            "dur_ns": raw["dur_ns"],
+            "kind": pd.Categorical.from_codes(kind, categories=list(KINDS)),
+            "name": _categorical(raw["name"], names),
+            "pid": np.where(is_gpu, device, raw["pkey"] & TID_MASK),
+            "tid": raw["tid"],
             "device": np.where(is_gpu, device, -1).astype(np.int32),
-            "stream": np.where(is_gpu, raw["stream"].to_numpy(), -1).astype(np.int32),
-            "correlation": raw["correlation"].to_numpy(dtype=np.int64),
+            "stream": np.where(is_gpu, raw["stream"], -1).astype(np.int32),
+            "correlation": raw["correlation"],
             "external_id": np.full(n, -1, dtype=np.int64),
-            "collective": pd.Categorical(np.full(n, "", dtype=object)),
-            "msg_bytes": raw["msg_bytes"].to_numpy(dtype=np.int64),
-            "pg_name": pd.Categorical(np.full(n, "", dtype=object)),
+            "collective": pd.Categorical.from_codes(one, categories=[""]),
+            "msg_bytes": raw["msg_bytes"],
+            "pg_name": pd.Categorical.from_codes(one, categories=[""]),
             "pg_size": np.full(n, -1, dtype=np.int32),
             "seq": np.full(n, -1, dtype=np.int64),
-            "domain": pd.Categorical(raw["domain"].to_numpy(dtype=object)),
-            "graph_id": raw["graph_id"].to_numpy(dtype=np.int64),
+            "domain": _categorical(raw["domain"], names),
+            "graph_id": raw["graph_id"],
         }
     )
-    assert list(df.columns[: len(EVENT_COLUMNS)]) == list(EVENT_COLUMNS)
     validate_event_table(df)
     return df
+
+
+def _categorical(codes: np.ndarray, names: Names) -> pd.Categorical:
+    """Name codes -> Categorical over the names this trace uses."""
+    inverse, uniq = pd.factorize(codes)
+    return pd.Categorical.from_codes(inverse, categories=[names.texts[int(u)] for u in uniq])
 
 
 # ------------------------------------------------------------------------------ metadata

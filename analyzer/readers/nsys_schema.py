@@ -81,6 +81,7 @@ DEFAULT_MEM_KIND = {
 }
 
 _STRING_CHUNK = 500
+_ROW_CHUNK = 1_000_000  # rows per group_concat (SQLite strings are limited to 1e9 bytes)
 
 
 def _decode(raw: bytes) -> str:
@@ -162,11 +163,39 @@ class NsysDb:
             return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
         return pd.DataFrame.from_records(rows, columns=columns)
 
+    def int_columns(
+        self, table: str, exprs: dict[str, str], where: str = ""
+    ) -> dict[str, np.ndarray]:
+        """Integer columns of ``table`` as int64 arrays (NULL -> -1), in rowid order.
+
+        Fetching millions of rows as Python tuples is slow, so each chunk of rowids is read
+        as one ``group_concat`` string per column (one aggregate scan: the columns stay
+        aligned) and parsed by numpy.
+        """
+        empty = {k: np.empty(0, dtype=np.int64) for k in exprs}
+        lo, hi = self.query_rows(f'SELECT MIN(rowid), MAX(rowid) FROM "{table}"')[0]
+        if lo is None:
+            return empty
+        sel = ", ".join(f"group_concat(CAST(COALESCE({e}, -1) AS INTEGER))" for e in exprs.values())
+        cond = f" AND ({where})" if where else ""
+        sql = f'SELECT COUNT(*), {sel} FROM "{table}" WHERE rowid > ? AND rowid <= ?{cond}'
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in exprs}
+        for first in range(int(lo) - 1, int(hi), _ROW_CHUNK):
+            row = self.query_rows(sql, (first, first + _ROW_CHUNK))[0]
+            if not row[0]:
+                continue
+            for key, text in zip(exprs, row[1:]):
+                values = np.fromstring(text, dtype=np.int64, sep=",")
+                if len(values) != row[0]:
+                    raise BadInputError(f"{self.path}: unreadable values in {table}.{key}")
+                parts[key].append(values)
+        return {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
+
     def strings(self, ids: np.ndarray) -> dict[int, str]:
         """``StringIds`` values for the given ids (looked up in chunks, only those asked)."""
         if not self.has("StringIds"):
             return {}
-        uniq = [int(i) for i in pd.unique(np.asarray(ids)) if i is not None and not pd.isna(i)]
+        uniq = [int(i) for i in np.unique(np.asarray(ids, dtype=np.int64)) if i >= 0]
         out: dict[int, str] = {}
         for k in range(0, len(uniq), _STRING_CHUNK):
             chunk = uniq[k : k + _STRING_CHUNK]

@@ -1,16 +1,21 @@
 """Per-table readers of an nsys export: each returns a *raw* frame (``RAW_COLUMNS``).
 
-A raw frame is one row per event with plain numpy/object columns and ``pkey`` (the process
-key ``globalPid >> 24``: hardware/VM id bits plus the OS pid), before it is split into one
-event table per (device, process). Every reader returns an empty raw frame when its table
-is absent or lacks the columns it needs; ``start``/``end`` are the only columns required.
+A raw frame is a dict of equally long int64 numpy arrays, one row per event: strings (event names, NVTX
+domains) are interned in a :class:`Names` table shared by the whole report and appear as
+codes; ``kind`` is an index into ``KINDS``; ``pkey`` is the process key ``globalPid >> 24``
+(hardware/VM id bits plus the OS pid). The frames are split into one event table per
+(device, process) by ``analyzer.readers.nsys``. A reader returns an empty raw frame when its
+table is absent or lacks ``start``/``end``; other missing columns get sentinels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
+from analyzer.model import KINDS
 from analyzer.readers.nsys_schema import (
     COPY_KIND,
     DEFAULT_EVENT_CLASS,
@@ -18,108 +23,171 @@ from analyzer.readers.nsys_schema import (
     DEFAULT_NVTX_DOMAIN_CREATE,
     DEFAULT_NVTX_RANGE_TYPES,
     NsysDb,
-    col_or,
     strip_api_version,
 )
 
-#: Raw frame columns -> numpy dtype ("object" for strings).
-RAW_COLUMNS: dict[str, str] = {
-    "ts_ns": "int64",
-    "dur_ns": "int64",
-    "kind": "object",
-    "name": "object",
-    "pkey": "int64",  # globalPid >> 24 (pid = pkey & 0xFFFFFF)
-    "tid": "int64",  # OS tid for host events, stream for GPU events
-    "device": "int64",
-    "stream": "int64",
-    "correlation": "int64",
-    "msg_bytes": "int64",
-    "domain": "object",  # NVTX domain name ("" for the default domain and non-NVTX events)
-    "graph_id": "int64",  # CUDA graph id (graph-level trace rows, graph kernels), -1
-}
+#: Raw frame columns (all int64).
+RAW_COLUMNS: tuple[str, ...] = (
+    "ts_ns",
+    "dur_ns",
+    "kind",  # index into KINDS
+    "name",  # code in Names
+    "pkey",  # globalPid >> 24 (pid = pkey & 0xFFFFFF)
+    "tid",  # OS tid for host events, stream for GPU events
+    "device",
+    "stream",
+    "correlation",
+    "msg_bytes",
+    "domain",  # code in Names of the NVTX domain name (code 0 = "")
+    "graph_id",  # CUDA graph id (whole-graph rows, graph kernels), -1
+)
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 GRAPH_TRACE_NAME = "CUDA graph (whole graph, kernels hidden)"
 TID_MASK = 0xFFFFFF
 
 
-def empty_raw() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in RAW_COLUMNS.items()})
+class Names:
+    """Interned strings of one report: ``code(text)`` and ``texts[code]``; code 0 is ""."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = [""]
+        self._index: dict[str, int] = {"": 0}
+
+    def code(self, text: str) -> int:
+        hit = self._index.get(text)
+        if hit is None:
+            hit = self._index[text] = len(self.texts)
+            self.texts.append(text)
+        return hit
+
+    def codes(self, texts: Iterable[str]) -> np.ndarray:
+        """Codes of ``texts`` (each distinct text interned once)."""
+        arr = np.fromiter(texts, dtype=object)
+        if len(arr) == 0:
+            return np.empty(0, dtype=np.int64)
+        inverse, uniq = pd.factorize(arr)
+        return np.fromiter((self.code(str(t)) for t in uniq), dtype=np.int64)[inverse]
 
 
-def _finish(df: pd.DataFrame, **constants: object) -> pd.DataFrame:
-    """Fill constant/missing raw columns, drop rows without times, set dtypes."""
-    for col, value in constants.items():
-        df[col] = value
-    df = df[df["start"].notna() & df["end"].notna()]
-    start = df["start"].to_numpy(dtype=np.int64)
-    end = df["end"].to_numpy(dtype=np.int64)
-    out = {"ts_ns": start, "dur_ns": np.maximum(end - start, 0)}
-    defaults = {"kind": "other", "name": "", "domain": ""}
-    for col, dt in RAW_COLUMNS.items():
-        if col in out:
-            continue
-        if col in df.columns:
-            values = df[col]
-            if dt == "int64":
-                values = pd.to_numeric(values, errors="coerce").fillna(-1)
-            out[col] = values.to_numpy(dtype=dt)
+Raw = dict[str, np.ndarray]
+
+
+def empty_raw() -> Raw:
+    return {c: np.empty(0, dtype=np.int64) for c in RAW_COLUMNS}
+
+
+def concat_raw(parts: Iterable[Raw]) -> Raw:
+    parts = [p for p in parts if len(p["ts_ns"])]
+    if not parts:
+        return empty_raw()
+    return {c: np.concatenate([p[c] for p in parts]) for c in RAW_COLUMNS}
+
+
+def take_raw(raw: Raw, index: np.ndarray) -> Raw:
+    """Rows of ``raw`` selected by a boolean mask or an index array."""
+    return {c: v[index] for c, v in raw.items()}
+
+
+def _raw(cols: dict[str, np.ndarray], **constants: int) -> Raw:
+    """Raw frame from integer arrays (``start``/``end`` -> ``ts_ns``/``dur_ns``)."""
+    n = len(cols["start"])
+    out = {"ts_ns": cols["start"], "dur_ns": np.maximum(cols["end"] - cols["start"], 0)}
+    for col in RAW_COLUMNS[2:]:
+        if col in cols:
+            out[col] = cols[col]
         else:
-            fill = defaults.get(col, -1)
-            out[col] = np.full(len(df), fill, dtype=dt)
-    return pd.DataFrame(out)
+            out[col] = np.full(n, constants.get(col, -1), dtype=np.int64)
+    return out
 
 
-def _names(db: NsysDb, ids: pd.Series, fallback: str) -> np.ndarray:
-    """Map StringIds ids to strings once per unique id (object array, one per row)."""
-    if len(ids) == 0:
-        return np.array([], dtype=object)
-    codes, uniq = pd.factorize(ids, use_na_sentinel=False)
-    if ids.dtype == object and any(isinstance(u, str) for u in uniq):
-        names = [u if isinstance(u, str) and u else fallback for u in uniq]  # text columns
-    else:
-        valid = [u for u in uniq if u is not None and not pd.isna(u)]
-        lookup = db.strings(np.asarray(valid))
-        names = [
-            lookup.get(int(u), fallback) if u is not None and not pd.isna(u) else fallback
-            for u in uniq
-        ]
-    return np.asarray(names, dtype=object)[codes]
-
-
-def _name_id_expr(cols: tuple[str, ...], candidates: tuple[str, ...]) -> str | None:
+def _expr(cols: tuple[str, ...], *candidates: str, default: str = "-1") -> str:
+    """SQL expression: the first present column of ``candidates`` (COALESCE'd), else default."""
     present = [f'"{c}"' for c in candidates if c in cols]
     if not present:
-        return None
+        return default
     return present[0] if len(present) == 1 else f"COALESCE({', '.join(present)})"
+
+
+def _string_codes(
+    db: NsysDb, names: Names, ids: np.ndarray, fallback: str, transform=None
+) -> np.ndarray:
+    """Name codes for StringIds ids (each unique id looked up once; -1/unknown -> fallback)."""
+    if len(ids) == 0:
+        return np.empty(0, dtype=np.int64)
+    inverse, uniq = pd.factorize(ids)
+    lookup = db.strings(uniq)
+    texts = [lookup.get(int(u)) or fallback for u in uniq]
+    if transform is not None:
+        texts = [transform(t) for t in texts]
+    return names.codes(texts)[inverse]
+
+
+def _gpu_columns(
+    db: NsysDb, table: str, extra: dict[str, str] | None = None, where: str = ""
+) -> dict[str, np.ndarray] | None:
+    cols = db.columns(table)
+    if not {"start", "end"} <= set(cols):
+        return None
+    exprs = {
+        "start": '"start"',
+        "end": '"end"',
+        "device": _expr(cols, "deviceId", default="0"),
+        "stream": _expr(cols, "streamId"),
+        "correlation": _expr(cols, "correlationId"),
+        "gpid": _expr(cols, "globalPid", default="0"),
+    }
+    for key, candidates in (extra or {}).items():
+        exprs[key] = _expr(cols, *candidates.split(","))
+    out = db.int_columns(
+        table,
+        exprs,
+        where='"start" IS NOT NULL AND "end" IS NOT NULL' + (f" AND {where}" if where else ""),
+    )
+    out["pkey"] = out.pop("gpid") >> 24
+    out["tid"] = out["stream"]
+    return out
 
 
 # ------------------------------------------------------------------------------ GPU tables
 
 
-def read_kernels(db: NsysDb) -> pd.DataFrame:
+def read_kernels(db: NsysDb, names: Names) -> Raw:
     """CUPTI_ACTIVITY_KIND_KERNEL; names prefer demangledName, then shortName, mangledName."""
-    table = "CUPTI_ACTIVITY_KIND_KERNEL"
-    cols = db.columns(table)
-    if not {"start", "end"} <= set(cols):
+    cols = _gpu_columns(
+        db,
+        "CUPTI_ACTIVITY_KIND_KERNEL",
+        {"name_id": "demangledName,shortName,mangledName", "graph_id": "graphId"},
+    )
+    if cols is None:
         return empty_raw()
-    name_expr = _name_id_expr(cols, ("demangledName", "shortName", "mangledName")) or "NULL"
-    sql = (
-        f"SELECT start, end, {col_or(cols, 'deviceId', '0', 'device')}, "
-        f"{col_or(cols, 'streamId', '-1', 'stream')}, "
-        f"{col_or(cols, 'correlationId', '-1', 'correlation')}, "
-        f"{col_or(cols, 'globalPid', '0', 'gpid')}, {name_expr} AS name_id, "
-        f"{col_or(cols, 'graphId', '-1', 'graph_id')} FROM {table}"
-    )
-    df = db.query_frame(
-        sql, ["start", "end", "device", "stream", "correlation", "gpid", "name_id", "graph_id"]
-    )
-    df["name"] = _names(db, df["name_id"], "<unnamed kernel>")
-    return _gpu_finish(df, kind="kernel")
+    cols["name"] = _string_codes(db, names, cols.pop("name_id"), "<unnamed kernel>")
+    return _raw(cols, kind=KIND_CODE["kernel"])
 
 
-def _gpu_finish(df: pd.DataFrame, **constants: object) -> pd.DataFrame:
-    df["pkey"] = pd.to_numeric(df["gpid"]).fillna(0).to_numpy(dtype=np.int64) >> 24
-    df["tid"] = df["stream"]
-    return _finish(df, **constants)
+def read_memcpy(db: NsysDb, names: Names) -> Raw:
+    """CUPTI_ACTIVITY_KIND_MEMCPY as "Memcpy HtoD (Pageable -> Device)" (Kineto's spelling)."""
+    cols = _gpu_columns(
+        db,
+        "CUPTI_ACTIVITY_KIND_MEMCPY",
+        {"msg_bytes": "bytes", "copy": "copyKind", "src": "srcKind", "dst": "dstKind"},
+    )
+    if cols is None:
+        return empty_raw()
+    copy_label = {
+        k: n.removeprefix("CUDA_MEMCPY_KIND_")
+        for k, (n, _) in db.enum("ENUM_CUDA_MEMCPY_OPER").items()
+    } | COPY_KIND
+    mem_label = _mem_labels(db)
+    combo = pd.MultiIndex.from_arrays([cols.pop("copy"), cols.pop("src"), cols.pop("dst")])
+    inverse, uniq = combo.factorize()
+    texts = []
+    for ck, sk, dk in uniq:
+        text = "Memcpy" + (f" {copy_label.get(ck, f'kind{ck}')}" if ck >= 0 else "")
+        if sk >= 0 and dk >= 0:
+            text += f" ({mem_label.get(sk, 'Unknown')} -> {mem_label.get(dk, 'Unknown')})"
+        texts.append(text)
+    cols["name"] = names.codes(texts)[inverse]
+    return _raw(cols, kind=KIND_CODE["memcpy"])
 
 
 def _mem_labels(db: NsysDb) -> dict[int, str]:
@@ -127,107 +195,36 @@ def _mem_labels(db: NsysDb) -> dict[int, str]:
     return {k: lab for k, (_, lab) in db.enum("ENUM_CUDA_MEM_KIND").items()} or DEFAULT_MEM_KIND
 
 
-def read_memcpy(db: NsysDb) -> pd.DataFrame:
-    """CUPTI_ACTIVITY_KIND_MEMCPY as "Memcpy HtoD (Pageable -> Device)" (Kineto's spelling)."""
-    table = "CUPTI_ACTIVITY_KIND_MEMCPY"
-    cols = db.columns(table)
-    if not {"start", "end"} <= set(cols):
-        return empty_raw()
-    sql = (
-        f"SELECT start, end, {col_or(cols, 'deviceId', '0', 'device')}, "
-        f"{col_or(cols, 'streamId', '-1', 'stream')}, "
-        f"{col_or(cols, 'correlationId', '-1', 'correlation')}, "
-        f"{col_or(cols, 'globalPid', '0', 'gpid')}, {col_or(cols, 'bytes', '-1', 'msg_bytes')}, "
-        f"{col_or(cols, 'copyKind', 'NULL', 'copy_kind')}, "
-        f"{col_or(cols, 'srcKind', 'NULL', 'src_kind')}, "
-        f"{col_or(cols, 'dstKind', 'NULL', 'dst_kind')}, "
-        f"{col_or(cols, 'graphNodeId', 'NULL', 'graph_node')} FROM {table}"
-    )
-    df = db.query_frame(
-        sql,
-        [
-            "start",
-            "end",
-            "device",
-            "stream",
-            "correlation",
-            "gpid",
-            "msg_bytes",
-            "copy_kind",
-            "src_kind",
-            "dst_kind",
-            "graph_node",
-        ],
-    )
-    copy_label = {
-        **{
-            k: n.removeprefix("CUDA_MEMCPY_KIND_")
-            for k, (n, _) in db.enum("ENUM_CUDA_MEMCPY_OPER").items()
-        },
-        **COPY_KIND,
-    }
-    mem_label = _mem_labels(db)
-    keys = df[["copy_kind", "src_kind", "dst_kind"]].astype(object)
-    keys = keys.where(keys.notna(), None)
-    combos = list(zip(keys["copy_kind"], keys["src_kind"], keys["dst_kind"]))
-    codes, uniq = pd.factorize(pd.Series(combos, dtype=object), use_na_sentinel=False)
-    names = []
-    for ck, sk, dk in uniq:
-        base = "Memcpy " + (copy_label.get(int(ck), f"kind{ck}") if ck is not None else "")
-        if sk is not None and dk is not None:
-            base += f" ({mem_label.get(int(sk), 'Unknown')} -> {mem_label.get(int(dk), 'Unknown')})"
-        names.append(base.strip())
-    df["name"] = np.asarray(names, dtype=object)[codes] if len(df) else df["copy_kind"]
-    return _gpu_finish(df, kind="memcpy")
-
-
-def read_memset(db: NsysDb) -> pd.DataFrame:
+def read_memset(db: NsysDb, names: Names) -> Raw:
     """CUPTI_ACTIVITY_KIND_MEMSET as "Memset (Device)"."""
-    table = "CUPTI_ACTIVITY_KIND_MEMSET"
-    cols = db.columns(table)
-    if not {"start", "end"} <= set(cols):
+    cols = _gpu_columns(db, "CUPTI_ACTIVITY_KIND_MEMSET", {"msg_bytes": "bytes", "mem": "memKind"})
+    if cols is None:
         return empty_raw()
-    sql = (
-        f"SELECT start, end, {col_or(cols, 'deviceId', '0', 'device')}, "
-        f"{col_or(cols, 'streamId', '-1', 'stream')}, "
-        f"{col_or(cols, 'correlationId', '-1', 'correlation')}, "
-        f"{col_or(cols, 'globalPid', '0', 'gpid')}, {col_or(cols, 'bytes', '-1', 'msg_bytes')}, "
-        f"{col_or(cols, 'memKind', 'NULL', 'mem_kind')} FROM {table}"
-    )
-    df = db.query_frame(
-        sql, ["start", "end", "device", "stream", "correlation", "gpid", "msg_bytes", "mem_kind"]
-    )
     mem_label = _mem_labels(db)
-    kinds = df["mem_kind"].astype(object)
-    codes, uniq = pd.factorize(kinds.where(kinds.notna(), None), use_na_sentinel=False)
-    names = [
-        f"Memset ({mem_label.get(int(k), 'Unknown')})" if k is not None else "Memset" for k in uniq
+    uniq, inverse = np.unique(cols.pop("mem"), return_inverse=True)
+    texts = [
+        f"Memset ({mem_label.get(k, 'Unknown')})" if k >= 0 else "Memset" for k in uniq.tolist()
     ]
-    df["name"] = np.asarray(names, dtype=object)[codes] if len(df) else kinds
-    return _gpu_finish(df, kind="memset")
+    cols["name"] = names.codes(texts)[inverse.reshape(-1)]
+    return _raw(cols, kind=KIND_CODE["memset"])
 
 
-def read_graph_trace(db: NsysDb) -> pd.DataFrame:
+def read_graph_trace(db: NsysDb, names: Names) -> Raw:
     """CUPTI_ACTIVITY_KIND_GRAPH_TRACE (``--cuda-graph-trace=graph``): one row per graph launch.
 
     The kernels inside the graph are not in the export; each launch becomes one ``kernel``
     event named ``GRAPH_TRACE_NAME`` with ``graph_id`` set, so it counts as GPU busy time.
+    Rows with start = end = 0 (no timestamps collected) are skipped.
     """
-    table = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"
-    cols = db.columns(table)
-    if not {"start", "end"} <= set(cols):
+    cols = _gpu_columns(
+        db,
+        "CUPTI_ACTIVITY_KIND_GRAPH_TRACE",
+        {"graph_id": "graphId"},
+        where='NOT ("start" = 0 AND "end" = 0)',
+    )
+    if cols is None:
         return empty_raw()
-    sql = (
-        f"SELECT start, end, {col_or(cols, 'deviceId', '0', 'device')}, "
-        f"{col_or(cols, 'streamId', '-1', 'stream')}, "
-        f"{col_or(cols, 'correlationId', '-1', 'correlation')}, "
-        f"{col_or(cols, 'globalPid', '0', 'gpid')}, {col_or(cols, 'graphId', '-1', 'graph_id')} "
-        f"FROM {table} WHERE NOT (start = 0 AND end = 0)"  # 0/0: no timestamps collected
-    )
-    df = db.query_frame(
-        sql, ["start", "end", "device", "stream", "correlation", "gpid", "graph_id"]
-    )
-    return _gpu_finish(df, kind="kernel", name=GRAPH_TRACE_NAME)
+    return _raw(cols, kind=KIND_CODE["kernel"], name=names.code(GRAPH_TRACE_NAME))
 
 
 # ------------------------------------------------------------------------------ host tables
@@ -248,55 +245,73 @@ def _event_class_kinds(db: NsysDb) -> dict[int, str]:
     return out
 
 
-def read_cuda_api(db: NsysDb) -> pd.DataFrame:
+def read_cuda_api(db: NsysDb, names: Names) -> Raw:
     """CUDA runtime and driver API calls (``CUPTI_ACTIVITY_KIND_RUNTIME`` / ``_DRIVER``).
 
     ``eventClass`` tells runtime from driver calls. nsys 2022 also stores a second,
-    "CUDA backtrace" copy of slow calls (eventClass 67, same correlation id): those copies
-    are dropped when the real call is present. Names lose their ``_v<digits>`` suffix.
+    "CUDA backtrace" copy of slow calls (eventClass 67, same thread and correlation id):
+    those copies are dropped when the real call is present. Names lose one trailing
+    ``_v<digits>`` (``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel``).
     """
-    parts = []
     class_kind = _event_class_kinds(db)
+    frames = []
     for table, default_kind in (
         ("CUPTI_ACTIVITY_KIND_RUNTIME", "cuda_runtime"),
         ("CUPTI_ACTIVITY_KIND_DRIVER", "cuda_driver"),
     ):
-        cols = db.columns(table)
-        if not {"start", "end"} <= set(cols):
+        tcols = db.columns(table)
+        if not {"start", "end"} <= set(tcols):
             continue
-        name_expr = _name_id_expr(cols, ("nameId", "name")) or "NULL"
-        sql = (
-            f"SELECT start, end, {col_or(cols, 'globalTid', '0', 'gtid')}, "
-            f"{col_or(cols, 'correlationId', '-1', 'correlation')}, {name_expr} AS name_id, "
-            f"{col_or(cols, 'eventClass', 'NULL', 'event_class')} FROM {table}"
-        )
-        df = db.query_frame(sql, ["start", "end", "gtid", "correlation", "name_id", "event_class"])
-        ec = pd.to_numeric(df["event_class"], errors="coerce")
-        df["kind"] = ec.map(class_kind).fillna(default_kind).to_numpy(dtype=object)
-        parts.append(df)
-    if not parts:
+        exprs = {
+            "start": '"start"',
+            "end": '"end"',
+            "gtid": _expr(tcols, "globalTid", default="0"),
+            "correlation": _expr(tcols, "correlationId"),
+            "name_id": _expr(tcols, "nameId"),
+            "event_class": _expr(tcols, "eventClass"),
+        }
+        cols = db.int_columns(table, exprs, where='"start" IS NOT NULL AND "end" IS NOT NULL')
+        if "nameId" not in tcols and "name" in tcols:  # name stored as text
+            texts = [
+                r[0] or ""
+                for r in db.query_rows(
+                    f'SELECT "name" FROM "{table}" WHERE "start" IS NOT NULL AND "end" IS NOT NULL '
+                    "ORDER BY rowid"
+                )
+            ]
+            cols["name"] = names.codes(strip_api_version(t) for t in texts)
+        else:
+            cols["name"] = _string_codes(
+                db, names, cols["name_id"], "<unnamed CUDA API>", strip_api_version
+            )
+        ec = cols.pop("event_class")
+        kinds = np.full(len(ec), KIND_CODE[default_kind], dtype=np.int64)
+        back = np.zeros(len(ec), dtype=bool)
+        for cls, kind in class_kind.items():
+            hit = ec == cls
+            if kind == "backtrace":
+                back |= hit
+            else:
+                kinds[hit] = KIND_CODE[kind]
+        cols["kind"] = kinds
+        cols["back"] = back
+        frames.append(cols)
+    if not frames:
         return empty_raw()
-    df = pd.concat(parts, ignore_index=True)
-    df["gtid"] = pd.to_numeric(df["gtid"]).fillna(0).astype("int64")
-    df["correlation"] = pd.to_numeric(df["correlation"]).fillna(-1).astype("int64")
-    back = (df["kind"] == "backtrace").to_numpy()
-    if back.any():
-        real = df.loc[~back, ["gtid", "correlation"]]
-        twin = pd.MultiIndex.from_frame(df.loc[back, ["gtid", "correlation"]]).isin(
-            pd.MultiIndex.from_frame(real)
-        )
-        drop_idx = df.index[back][twin]
-        df = df.drop(index=drop_idx)
-        df.loc[df["kind"] == "backtrace", "kind"] = "cuda_runtime"
-    raw = _names(db, df["name_id"], "<unnamed CUDA API>")
-    codes, uniq = pd.factorize(pd.Series(raw, dtype=object))
-    df["name"] = (
-        np.asarray([strip_api_version(u) for u in uniq], dtype=object)[codes] if len(df) else raw
-    )
-    gtids = df["gtid"].to_numpy(dtype=np.int64)
-    df["pkey"] = gtids >> 24
-    df["tid"] = gtids & TID_MASK
-    return _finish(df)
+    keys = ("start", "end", "gtid", "correlation", "name", "kind", "back")
+    df = {k: np.concatenate([f[k] for f in frames]) for k in keys}
+    back = df["back"]
+    if back.any():  # drop backtrace copies whose real call (same thread, correlation) exists
+        real = pd.MultiIndex.from_arrays([df["gtid"][~back], df["correlation"][~back]])
+        copies = pd.MultiIndex.from_arrays([df["gtid"][back], df["correlation"][back]])
+        keep = np.ones(len(back), dtype=bool)
+        keep[np.flatnonzero(back)[copies.isin(real)]] = False
+        df = {k: v[keep] for k, v in df.items()}
+    gtid = df.pop("gtid")
+    df.pop("back")
+    df["pkey"] = gtid >> 24
+    df["tid"] = gtid & TID_MASK
+    return _raw(df)
 
 
 def nvtx_type_ids(db: NsysDb) -> tuple[tuple[int, ...], int]:
@@ -310,67 +325,88 @@ def nvtx_type_ids(db: NsysDb) -> tuple[tuple[int, ...], int]:
     return ranges or DEFAULT_NVTX_RANGE_TYPES, create[0] if create else DEFAULT_NVTX_DOMAIN_CREATE
 
 
-def read_nvtx(db: NsysDb) -> pd.DataFrame:
+def read_nvtx(db: NsysDb, names: Names) -> Raw:
     """NVTX push/pop and start/end ranges as ``user_annotation`` with their domain name.
 
-    Text is ``COALESCE(StringIds.value, text)``; domain names come from the
-    ``NvtxDomainCreate`` rows (per process). A range in a domain whose creation fell outside
-    the capture gets ``domain`` = ``"domain <id>"``; the default domain is ``""``.
+    Text is ``COALESCE(StringIds.value, text)`` (``textId`` resolved through StringIds, else
+    the inline ``text``); domain names come from the ``NvtxDomainCreate`` rows (per process).
+    A domain whose creation fell outside the capture is named ``"domain <id>"``; the default
+    domain is ``""``. Unfinished ranges (no ``end``) and marks are skipped.
     """
     table = "NVTX_EVENTS"
-    cols = db.columns(table)
-    if not {"start", "end", "eventType"} <= set(cols):
+    tcols = db.columns(table)
+    if not {"start", "end", "eventType", "globalTid"} <= set(tcols):
         return empty_raw()
     ranges, create = nvtx_type_ids(db)
-    join = (
-        "LEFT JOIN StringIds s ON s.id = n.textId"
-        if ("textId" in cols and db.has("StringIds"))
-        else ""
+    where = (
+        f'"eventType" IN ({",".join(str(int(t)) for t in ranges)}) '
+        'AND "start" IS NOT NULL AND "end" IS NOT NULL AND "globalTid" IS NOT NULL'
     )
-    text_parts = (["s.value"] if join else []) + (["n.text"] if "text" in cols else [])
-    text = f"COALESCE({', '.join(text_parts)}, '')" if text_parts else "''"
-    dom = 'n."domainId"' if "domainId" in cols else "0"
-    gtid = 'n."globalTid"' if "globalTid" in cols else "NULL"
-    in_list = ",".join(str(int(t)) for t in ranges)
-    sql = (
-        f"SELECT n.start, n.end, {gtid} AS gtid, {dom} AS domain_id, {text} AS text "
-        f"FROM {table} n {join} WHERE n.eventType IN ({in_list}) "
-        f"AND n.end IS NOT NULL AND {gtid} IS NOT NULL"
-    )
-    df = db.query_frame(sql, ["start", "end", "gtid", "domain_id", "text"])
-    if df.empty:
+    exprs = {
+        "rowid": "rowid",
+        "start": '"start"',
+        "end": '"end"',
+        "gtid": '"globalTid"',
+        "text_id": _expr(tcols, "textId"),
+        "domain_id": _expr(tcols, "domainId", default="0"),
+    }
+    cols = db.int_columns(table, exprs, where=where)
+    if len(cols["start"]) == 0:
         return empty_raw()
-    gtids = pd.to_numeric(df["gtid"]).to_numpy(dtype=np.int64)
-    df["pkey"] = gtids >> 24
-    df["tid"] = gtids & TID_MASK
-    df["domain_id"] = pd.to_numeric(df["domain_id"]).fillna(0).astype("int64")
-    df["domain"] = _domain_names(db, df, create, join, text, gtid, dom)
-    df["name"] = df["text"].astype(object)
-    return _finish(df, kind="user_annotation")
+    if np.any(np.diff(cols["rowid"]) < 0):  # keep rowid order for the text lookup below
+        order = np.argsort(cols["rowid"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+    # text: StringIds value when textId resolves, else the inline text column
+    text_codes = _string_codes(db, names, cols.pop("text_id"), "")
+    if "text" in tcols:
+        rows = db.query_rows(
+            f'SELECT rowid, "text" FROM "{table}" WHERE {where} AND "text" IS NOT NULL'
+        )
+        if rows:
+            rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            pos = np.searchsorted(cols["rowid"], rowids)
+            inline = names.codes(str(r[1]) for r in rows)
+            take = text_codes[pos] == 0
+            text_codes[pos[take]] = inline[take]
+    gtid = cols.pop("gtid")
+    cols["pkey"] = gtid >> 24
+    cols["tid"] = gtid & TID_MASK
+    cols["name"] = text_codes
+    cols["domain"] = _domain_codes(db, names, cols["pkey"], cols.pop("domain_id"), create)
+    return _raw(cols, kind=KIND_CODE["user_annotation"])
 
 
-def _domain_names(
-    db: NsysDb, df: pd.DataFrame, create: int, join: str, text: str, gtid: str, dom: str
+def _domain_codes(
+    db: NsysDb, names: Names, pkey: np.ndarray, domain_id: np.ndarray, create: int
 ) -> np.ndarray:
-    sql = (
-        f"SELECT {gtid} AS gtid, {dom} AS domain_id, {text} AS text FROM NVTX_EVENTS n "
-        f"{join} WHERE n.eventType = {int(create)}"
+    tcols = db.columns("NVTX_EVENTS")
+    text = ["s.value"] if "textId" in tcols and db.has("StringIds") else []
+    text += ["n.text"] if "text" in tcols else []
+    join = "LEFT JOIN StringIds s ON s.id = n.textId" if "s.value" in text else ""
+    made = (
+        db.query_rows(
+            f"SELECT n.globalTid, n.domainId, COALESCE({', '.join(text) or 'NULL'}) "
+            f"FROM NVTX_EVENTS n {join} WHERE n.eventType = {int(create)}"
+        )
+        if text and "domainId" in tcols
+        else []
     )
-    made = db.query_frame(sql, ["gtid", "domain_id", "text"])
     by_proc: dict[tuple[int, int], str] = {}
     by_id: dict[int, str] = {}
-    for g, d, t in made.itertuples(index=False):
+    for g, d, t in made:
         if d is None or not t:
             continue
         if g is not None:
             by_proc[(int(g) >> 24, int(d))] = str(t)
         by_id.setdefault(int(d), str(t))
-    pairs = pd.MultiIndex.from_arrays([df["pkey"], df["domain_id"]])
-    codes, uniq = pd.factorize(pairs)
-    names = []
-    for pkey, did in uniq:
-        if did == 0:
-            names.append("")
-        else:
-            names.append(by_proc.get((pkey, did), by_id.get(did, f"domain {did}")))
-    return np.asarray(names, dtype=object)[codes]
+    if domain_id.min() >= 0 and domain_id.max() < (1 << 22):  # one int64 key per pair
+        inverse, keys = pd.factorize((pkey << 22) | domain_id)
+        uniq = [(int(k) >> 22, int(k) & ((1 << 22) - 1)) for k in keys]
+    else:
+        inverse, mi = pd.MultiIndex.from_arrays([pkey, domain_id]).factorize()
+        uniq = [(int(a), int(b)) for a, b in mi]
+    texts = [
+        "" if did == 0 else by_proc.get((pk, did), by_id.get(did, f"domain {did}"))
+        for pk, did in uniq
+    ]
+    return names.codes(texts)[inverse]
