@@ -599,6 +599,40 @@ def test_kernel_table_without_demangled_column(tmp_path):
     assert list(t.events["correlation"]) == [-1] and list(t.events["device"]) == [3]
 
 
+def test_name_fallbacks(tmp_path):
+    """A demangledName id missing from StringIds falls back to shortName, per row; a runtime
+    table with a text ``name`` column and no ``nameId`` still gives stripped names."""
+    cols = {
+        "CUPTI_ACTIVITY_KIND_RUNTIME": "start INT, end INT, globalTid INT, correlationId INT, "
+        "name TEXT"
+    }
+    db = NsysDb(tmp_path / "fallback.sqlite", cols)
+    db.kernel(0, 10, 0, 1, "void good<int>()", corr=1, short="good")
+    db.add(
+        "CUPTI_ACTIVITY_KIND_KERNEL",
+        start=20,
+        end=30,
+        deviceId=0,
+        streamId=7,
+        correlationId=2,
+        globalPid=gpid(1),
+        demangledName=999,
+        shortName=db.s("short_only"),
+    )
+    db.add(
+        "CUPTI_ACTIVITY_KIND_RUNTIME",
+        start=1,
+        end=2,
+        globalTid=gtid(1, 1),
+        correlationId=1,
+        name="cudaLaunchKernel_v7000",
+    )
+    (t,) = read_nsys(db.done())
+    ev = t.events
+    assert list(ev.loc[ev["kind"] == "kernel", "name"]) == ["void good<int>()", "short_only"]
+    assert list(ev.loc[ev["kind"] == "cuda_runtime", "name"]) == ["cudaLaunchKernel"]
+
+
 def test_graph_trace_only_capture(tmp_path):
     """--cuda-graph-trace=graph: no kernel table, whole-graph rows count as busy time."""
     db = NsysDb(tmp_path / "graph.sqlite")

@@ -143,7 +143,7 @@ def _gpu_columns(
         exprs,
         where='"start" IS NOT NULL AND "end" IS NOT NULL' + (f" AND {where}" if where else ""),
     )
-    out["pkey"] = out.pop("gpid") >> 24
+    out["pkey"] = np.maximum(out.pop("gpid"), 0) >> 24
     out["tid"] = out["stream"]
     return out
 
@@ -156,11 +156,23 @@ def read_kernels(db: NsysDb, names: Names) -> Raw:
     cols = _gpu_columns(
         db,
         "CUPTI_ACTIVITY_KIND_KERNEL",
-        {"name_id": "demangledName,shortName,mangledName", "graph_id": "graphId"},
+        {
+            "demangled": "demangledName",
+            "short": "shortName",
+            "mangled": "mangledName",
+            "graph_id": "graphId",
+        },
     )
     if cols is None:
         return empty_raw()
-    cols["name"] = _string_codes(db, names, cols.pop("name_id"), "<unnamed kernel>")
+    code = np.zeros(len(cols["start"]), dtype=np.int64)  # 0 = "" (not found yet)
+    for key in ("demangled", "short", "mangled"):  # per row: the first id that resolves
+        ids = cols.pop(key)
+        todo = (code == 0) & (ids >= 0)
+        if todo.any():
+            code[todo] = _string_codes(db, names, ids[todo], "")
+    code[code == 0] = names.code("<unnamed kernel>")
+    cols["name"] = code
     return _raw(cols, kind=KIND_CODE["kernel"])
 
 
@@ -309,7 +321,7 @@ def read_cuda_api(db: NsysDb, names: Names) -> Raw:
         df = {k: v[keep] for k, v in df.items()}
     gtid = df.pop("gtid")
     df.pop("back")
-    df["pkey"] = gtid >> 24
+    df["pkey"] = np.maximum(gtid, 0) >> 24
     df["tid"] = gtid & TID_MASK
     return _raw(df)
 
@@ -369,7 +381,7 @@ def read_nvtx(db: NsysDb, names: Names) -> Raw:
             take = text_codes[pos] == 0
             text_codes[pos[take]] = inline[take]
     gtid = cols.pop("gtid")
-    cols["pkey"] = gtid >> 24
+    cols["pkey"] = np.maximum(gtid, 0) >> 24
     cols["tid"] = gtid & TID_MASK
     cols["name"] = text_codes
     cols["domain"] = _domain_codes(db, names, cols["pkey"], cols.pop("domain_id"), create)
