@@ -246,3 +246,15 @@ def test_allreduce_sweep_two_gloo_processes():
         algbw = r["bytes"] / (r["time_us"] * 1e-6) / 1e9
         assert r["algbw_gbps"] == pytest.approx(algbw)
         assert r["busbw_gbps"] == pytest.approx(algbw * 2 * (2 - 1) / 2)  # nccl-tests bus bandwidth
+
+
+def test_every_option_is_documented():
+    import argparse
+
+    from analyzer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    opts = [next(o for o in a.option_strings if o.startswith("--"))
+            for a in sub.choices["calibrate"]._actions if a.option_strings and "--help" not in a.option_strings]
+    doc = (REPO / "docs" / "collecting.md").read_text()
+    assert not [o for o in opts if f"`{o}" not in doc]

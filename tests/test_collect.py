@@ -463,3 +463,21 @@ def test_wait_for_traces_progress_only_on_a_terminal(tmp_path):
         wait_for_traces(tmp_path, before={}, expected_ranks=2, timeout_s=0.2, poll_s=0.01,
                         progress_stream=pipe)
     assert pipe.getvalue() == ""  # not a terminal: no progress
+
+
+def _long_options(command: str) -> list[str]:
+    import argparse
+
+    from analyzer.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return [next(o for o in a.option_strings if o.startswith("--"))
+            for a in sub.choices[command]._actions
+            if a.option_strings and a.help != argparse.SUPPRESS and "--help" not in a.option_strings]
+
+
+@pytest.mark.parametrize("command", ["collect", "nsys-command"])
+def test_every_option_is_documented(command):
+    doc = (REPO / "docs" / "collecting.md").read_text()
+    missing = [o for o in _long_options(command) if f"`{o}" not in doc]
+    assert not missing, f"{command} options missing from docs/collecting.md: {missing}"
