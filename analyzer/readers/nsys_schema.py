@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from analyzer.model import BadInputError
 
@@ -33,14 +32,6 @@ NSYS_MARKER_TABLES = (
     "CUPTI_ACTIVITY_KIND_KERNEL",
     "CUPTI_ACTIVITY_KIND_RUNTIME",
     "NVTX_EVENTS",
-)
-
-#: Tables with GPU activity (any row makes a (device, process) pair a rank).
-GPU_TABLES = (
-    "CUPTI_ACTIVITY_KIND_KERNEL",
-    "CUPTI_ACTIVITY_KIND_MEMCPY",
-    "CUPTI_ACTIVITY_KIND_MEMSET",
-    "CUPTI_ACTIVITY_KIND_GRAPH_TRACE",
 )
 
 # Defaults used when the export has no ENUM_* tables (nsys <= 2023); the values are those of
@@ -143,9 +134,6 @@ class NsysDb:
             self._columns[table] = tuple(r[1] for r in rows)
         return self._columns[table]
 
-    def has_rows(self, table: str) -> bool:
-        return self.has(table) and bool(self.query_rows(f'SELECT 1 FROM "{table}" LIMIT 1'))
-
     # ------------------------------------------------------------------ queries
     def query_rows(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         try:
@@ -155,13 +143,6 @@ class NsysDb:
                 f"{self.path}: cannot read the SQLite export ({exc}); if it was copied or "
                 "exported partially, re-run `nsys export --type sqlite`"
             ) from exc
-
-    def query_frame(self, sql: str, columns: list[str]) -> pd.DataFrame:
-        """Rows of ``sql`` as a DataFrame with the given column names (object columns)."""
-        rows = self.query_rows(sql)
-        if not rows:
-            return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-        return pd.DataFrame.from_records(rows, columns=columns)
 
     def int_columns(
         self, table: str, exprs: dict[str, str], where: str = ""
@@ -272,9 +253,3 @@ _VERSION_SUFFIX = re.compile(r"_v\d+$")
 def strip_api_version(name: str) -> str:
     """``cudaLaunchKernel_v7000`` -> ``cudaLaunchKernel`` (one trailing ``_v<digits>``)."""
     return _VERSION_SUFFIX.sub("", name)
-
-
-def col_or(cols: Iterable[str], name: str, default: str, alias: str | None = None) -> str:
-    """SQL select expression for column ``name``, or ``default`` when the column is absent."""
-    expr = f'"{name}"' if name in set(cols) else default
-    return f"{expr} AS {alias or name}"

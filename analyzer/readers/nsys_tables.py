@@ -10,7 +10,7 @@ table is absent or lacks ``start``/``end``; other missing columns get sentinels.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -109,7 +109,11 @@ def _expr(cols: tuple[str, ...], *candidates: str, default: str = "-1") -> str:
 
 
 def _string_codes(
-    db: NsysDb, names: Names, ids: np.ndarray, fallback: str, transform=None
+    db: NsysDb,
+    names: Names,
+    ids: np.ndarray,
+    fallback: str,
+    transform: Callable[[str], str] | None = None,
 ) -> np.ndarray:
     """Name codes for StringIds ids (each unique id looked up once; -1/unknown -> fallback)."""
     if len(ids) == 0:
