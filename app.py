@@ -12,6 +12,7 @@ import streamlit as st
 
 from analyzer import webapp as wa
 from analyzer.render import charts
+from analyzer.webapp import capacity as _capacity  # noqa: F401 (wa.capacity)
 
 REPO = Path(__file__).resolve().parent
 SAMPLES_DIR = REPO / "sample_traces"
@@ -154,6 +155,7 @@ def analysis_page() -> None:
     if doc is None:
         st.title("LLM serving trace analysis")
         return
+    st.session_state["last_report"] = {"doc": doc, "label": stem.removeprefix("trace-report-")}
     page = wa.build_page(doc, stem=stem)
     st.title(page.title)
     st.caption(page.subtitle)
@@ -198,7 +200,59 @@ def main() -> None:
 
 def capacity_page() -> None:
     st.title("Capacity planning")
-    st.info("Coming soon.")
+    st.caption("How many concurrent long-context calls should one replica serve? The KV-cache "
+               "memory bound and a prefill/decode time model (docs/capacity-planning.md).")
+    models, gpus = wa.preset_names()
+
+    def pick(options: list[str], default: str) -> int:
+        return options.index(default) if default in options else 0
+
+    d = wa.capacity.CapacityInputs()
+    c = st.columns(4)
+    model = c[0].selectbox("Model", models, index=pick(models, d.model), key="cap-model")
+    gpu = c[1].selectbox("GPU", gpus, index=pick(gpus, d.gpu), key="cap-gpu")
+    kv_dtype = c[2].selectbox("KV cache dtype", ["bf16", "fp8"], key="cap-kv")
+    mem = c[3].slider("mem_fraction_static", 0.5, 0.95, d.mem_fraction, 0.01, key="cap-mem")
+    c = st.columns(4)
+    tp = c[0].selectbox("TP", [1, 2, 4, 8, 16], index=3, key="cap-tp")
+    pp = c[1].selectbox("PP", [1, 2, 4, 8], key="cap-pp")
+    replicas = c[2].number_input("Replicas (R)", 1, 1024, d.replicas, key="cap-r")
+    context = c[3].number_input("Context tokens (S)", 128, 2_000_000, d.context_tokens, 1000, key="cap-s")
+    c = st.columns(4)
+    output = c[0].number_input("Output tokens", 1, 100_000, d.output_tokens, key="cap-out")
+    agents = c[1].number_input("Agents", 1, 100_000, d.agents, key="cap-agents")
+    calls = c[2].number_input("Calls per agent", 1, 10_000, d.calls_per_agent, key="cap-calls")
+    last = st.session_state.get("last_report")
+    calibrate = c[3].toggle("Calibrate with the analysed trace", key="cap-cal", disabled=last is None,
+                            help="Use the rates measured in the trace analysed on the other page "
+                                 "(prefill/GEMM throughput, decode step time, all-reduce time per byte).")
+    inputs = wa.capacity.CapacityInputs(
+        model=model, gpu=gpu, tp=int(tp), pp=int(pp), replicas=int(replicas), context_tokens=int(context),
+        output_tokens=int(output), agents=int(agents), calls_per_agent=int(calls), kv_dtype=kv_dtype,
+        mem_fraction=float(mem), calibrate=bool(calibrate))
+    try:
+        page = wa.capacity.capacity_page(inputs, last["doc"] if last else None)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        st.error(wa.error_line(exc), icon=":material/error:")
+        return
+    for col, m in zip(st.columns(len(page.metrics)), page.metrics):
+        col.metric(m.label, m.value, help=m.help, border=True)
+    if page.calibrated:
+        st.caption(f"Calibrated from {last['label']}: " + ", ".join(page.calibrated))
+    for w in page.warnings:
+        st.warning(w)
+    st.plotly_chart(page.figure, key="plot-capacity", config={"displaylogo": False})
+    st.dataframe(wa.display_table(page.table), hide_index=True, key="table-capacity")
+    with st.container(horizontal=True):
+        for dl in page.downloads:
+            st.download_button(f"Download {dl.label}", data=dl.data, file_name=dl.file_name,
+                               mime=dl.mime, on_click="ignore", icon=":material/download:",
+                               key=f"cap-dl-{dl.label}")
+    if page.notes:
+        with st.expander("Notes"):
+            for n in page.notes:
+                st.caption(n)
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -660,3 +660,58 @@ def report_sections(doc: Mapping[str, Any]) -> list[Section]:
 
 def _none_if_empty(df: pd.DataFrame) -> pd.DataFrame | None:
     return None if df is None or df.empty else df
+
+
+# --------------------------------------------------------------------------------------
+# capacity planning (rows of CapacityPlan.curve_points() as dicts)
+# --------------------------------------------------------------------------------------
+
+THROUGHPUT_COLOR = "#4C78A8"
+TTFT_COLOR = "#F58518"
+
+
+def capacity_figure(points: Sequence[Mapping[str, Any]], marks: Mapping[str, float | None],
+                    rule_of_thumb: tuple[int, int] | None = None) -> Any | None:
+    """Output tokens/s and mean TTFT against concurrency per replica (log x).
+
+    ``points``: rows with ``concurrency``, ``output_tokens_per_s``, ``ttft_mean_s`` and
+    ``fits_memory``. ``marks``: label -> concurrency drawn as vertical lines (knee,
+    throughput optimum, KV memory bound, requested). ``rule_of_thumb``: the (2R, 4R) band.
+    """
+    if not points:
+        return None
+    go = _go()
+    from plotly.subplots import make_subplots
+
+    df = pd.DataFrame(list(points))
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fits = df["fits_memory"].astype(bool).to_numpy()
+    for ok, dash, suffix in ((True, "solid", ""), (False, "dot", " (beyond KV memory)")):
+        sel = fits if ok else ~fits
+        if not sel.any():
+            continue
+        sub = df[sel]
+        fig.add_trace(go.Scatter(
+            x=sub["concurrency"], y=sub["output_tokens_per_s"], mode="lines", name="output tokens/s" + suffix,
+            line={"color": THROUGHPUT_COLOR, "width": 2.5, "dash": dash}, legendgroup="tput",
+            hovertemplate="%{x} concurrent: %{y:,.0f} tokens/s<extra></extra>"), secondary_y=False)
+        fig.add_trace(go.Scatter(
+            x=sub["concurrency"], y=sub["ttft_mean_s"], mode="lines", name="mean TTFT (s)" + suffix,
+            line={"color": TTFT_COLOR, "width": 2.5, "dash": dash}, legendgroup="ttft",
+            hovertemplate="%{x} concurrent: TTFT %{y:,.2f} s<extra></extra>"), secondary_y=True)
+    if rule_of_thumb:
+        lo, hi = rule_of_thumb
+        fig.add_vrect(x0=lo, x1=hi, fillcolor="rgba(84,162,75,0.15)", line_width=0, layer="below",
+                      annotation_text="rule of thumb 2R–4R", annotation_position="top left",
+                      annotation_font_size=11)
+    styles = {"knee": "dash", "throughput optimum": "dashdot", "KV memory bound": "solid", "requested": "dot"}
+    for label, c in marks.items():
+        if c is None or c < 1:
+            continue
+        fig.add_vline(x=float(c), line_dash=styles.get(label, "dot"), line_color="rgba(128,128,128,0.8)",
+                      annotation_text=f"{label} {int(c)}", annotation_position="top right",
+                      annotation_textangle=-90, annotation_font_size=11)
+    fig.update_xaxes(type="log", title_text="concurrent requests per replica")
+    fig.update_yaxes(title_text="output tokens/s per replica", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="mean TTFT (s)", rangemode="tozero", secondary_y=True, showgrid=False)
+    return _base_layout(fig, height=420)

@@ -15,8 +15,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .uploads import TRACE_SUFFIXES
-
 DEFAULT_SAMPLE = "demo"
 
 
@@ -32,8 +30,7 @@ class Sample:
 
     @property
     def label(self) -> str:
-        tag = " (synthetic)" if self.synthetic else ""
-        return f"{self.name}{tag}"
+        return f"{self.name} ({'synthetic' if self.synthetic else 'recorded'})"
 
     def key(self) -> str:
         """Cache key: the sample's file names, sizes and modification times."""
@@ -44,13 +41,35 @@ class Sample:
         return h.hexdigest()
 
 
+_NOT_TRACES = ("ground_truth.json", "server_args.json")
+
+
+def is_trace_file(path: Path) -> bool:
+    """Trace files by name: .json.gz, .sqlite, .nsys-rep, .zip, or a ``*.trace.json``."""
+    n = path.name.lower()
+    if n in _NOT_TRACES:
+        return False
+    return n.endswith((".json.gz", ".sqlite", ".nsys-rep", ".zip", ".trace.json"))
+
+
 def _trace_files(folder: Path) -> tuple[Path, ...]:
-    return tuple(sorted(p for p in folder.iterdir()
-                        if p.is_file() and p.name.lower().endswith(TRACE_SUFFIXES)
-                        and p.name not in ("ground_truth.json", "server_args.json")))
+    return tuple(sorted(p for p in folder.iterdir() if p.is_file() and is_trace_file(p)))
 
 
-def _describe(folder: Path) -> tuple[str, bool]:
+def _readme_row(root: Path, rel: str) -> str:
+    """The description cell of ``root/README.md``'s table row about ``rel/``, if any."""
+    readme = root / "README.md"
+    if not readme.is_file():
+        return ""
+    for line in readme.read_text(errors="replace").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith(f"`{rel}/"):
+            return cells[1].replace("`", "")
+    return ""
+
+
+def _describe(root: Path, folder: Path) -> tuple[str, bool]:
+    rel = folder.relative_to(root).as_posix()
     truth = folder / "ground_truth.json"
     if truth.is_file():
         try:
@@ -58,22 +77,21 @@ def _describe(folder: Path) -> tuple[str, bool]:
             return str(data.get("description") or ""), bool(data.get("synthetic", False))
         except (OSError, ValueError):
             pass
-    readme = folder / "README.md"
-    if readme.is_file():
-        lines = [ln.strip("# ").strip() for ln in readme.read_text().splitlines() if ln.strip()]
-        return (lines[0] if lines else ""), "synthetic" in str(folder)
-    return "", "synthetic" in folder.parts
+    return _readme_row(root, rel), "synthetic" in Path(rel).parts
 
 
 def list_samples(root: Path) -> list[Sample]:
-    """Every folder under ``root`` that holds trace files; ``demo`` first, then by name."""
+    """Every folder under ``root`` that holds trace files; ``demo`` first, then by name.
+
+    A sample's name is its folder relative to ``root`` (``synthetic/`` left out).
+    """
     if not root.is_dir():
         return []
     out = []
-    for folder in sorted({p.parent for p in root.rglob("*") if p.is_file()}):
+    for folder in sorted({p.parent for p in root.rglob("*") if p.is_file() and is_trace_file(p)}):
         files = _trace_files(folder)
-        if not files:
-            continue
-        desc, synthetic = _describe(folder)
-        out.append(Sample(folder.name, folder, desc, files, synthetic))
-    return sorted(out, key=lambda s: (s.name != DEFAULT_SAMPLE, s.name))
+        desc, synthetic = _describe(root, folder)
+        rel = folder.relative_to(root).as_posix()
+        name = rel.removeprefix("synthetic/")
+        out.append(Sample(name, folder, desc, files, synthetic))
+    return sorted(out, key=lambda s: (s.name != DEFAULT_SAMPLE, not s.synthetic, s.name))
