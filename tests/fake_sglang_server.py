@@ -87,6 +87,7 @@ class FakeSGLangServer:
         slow_write_s: float = 0.0,
         enable_metrics: bool = True,
         step_s: float = 0.01,
+        stage_gap_s: float = 0.5,
     ) -> None:
         self.tp_size, self.dp_size, self.pp_size = tp_size, dp_size, pp_size
         self.remote_root = remote_root
@@ -95,6 +96,7 @@ class FakeSGLangServer:
         self.slow_write_s = slow_write_s
         self.enable_metrics = enable_metrics
         self.step_s = step_s
+        self.stage_gap_s = stage_gap_s
         self.lock = threading.Lock()
         self.profiling = False
         self.requests: list[dict[str, Any]] = []  # /start_profile bodies received
@@ -298,44 +300,35 @@ class FakeSGLangServer:
                 out_dir = self.remote_root / str(out_dir).lstrip("/")
             deadline = time.monotonic() + MAX_CAPTURE_S
             served = 0
-            for dp in range(self.dp_size):
-                for pp in range(self.pp_size):
-                    for tp in range(self.tp_size):
-                        first = dp == 0 and pp == 0 and tp == 0
-                        for stage in stages:
-                            with profile(
-                                activities=[ProfilerActivity.CPU],
-                                record_shapes=bool(body.get("record_shapes")),
-                                with_stack=bool(body.get("with_stack", False)),
-                            ) as prof:
-                                step = 0
-                                while True:
-                                    if num_steps is not None and step >= num_steps:
-                                        break
-                                    if (
-                                        num_steps is None
-                                        and (not first or self._stop_capture.is_set())
-                                        and step >= 2
-                                    ):
-                                        break  # other ranks: a short burst at stop time
-                                    if time.monotonic() > deadline:
-                                        break
-                                    self._model.step(
-                                        16 if stage != "DECODE" else 1, stage or "EXTEND"
-                                    )
-                                    if first:
-                                        self._serve_one(served)
-                                        served += 1
-                                    step += 1
-                                    time.sleep(self.step_s)
-                            if self.write_files:
-                                name = "-".join(
-                                    [profile_id, f"TP-{tp}"]
-                                    + ([f"DP-{dp}"] if self.dp_size > 1 else [])
-                                    + ([f"PP-{pp}"] if self.pp_size > 1 else [])
-                                    + ([stage] if stage else [])
-                                )
-                                self._export(prof, out_dir / f"{name}.trace.json.gz")
+            ranks = [(dp, pp, tp) for dp in range(self.dp_size) for pp in range(self.pp_size)
+                     for tp in range(self.tp_size)]
+            for i, stage in enumerate(stages):  # like SGLang: every rank's EXTEND file, then DECODE
+                if i:
+                    time.sleep(self.stage_gap_s)  # decode starts a while after prefill
+                for dp, pp, tp in ranks:
+                    first = (dp, pp, tp) == (0, 0, 0)
+                    with profile(activities=[ProfilerActivity.CPU],
+                                 record_shapes=bool(body.get("record_shapes")),
+                                 with_stack=bool(body.get("with_stack", False))) as prof:
+                        step = 0
+                        while time.monotonic() < deadline:
+                            if num_steps is not None and step >= num_steps:
+                                break
+                            stopped = not first or self._stop_capture.is_set()
+                            if num_steps is None and stopped and step >= 2:
+                                break  # other ranks: a short burst at stop time
+                            self._model.step(1 if stage == "DECODE" else 16, stage or "EXTEND")
+                            if first:
+                                self._serve_one(served)
+                                served += 1
+                            step += 1
+                            time.sleep(self.step_s)
+                    if self.write_files:
+                        parts = [profile_id, f"TP-{tp}"]
+                        parts += [f"DP-{dp}"] if self.dp_size > 1 else []
+                        parts += [f"PP-{pp}"] if self.pp_size > 1 else []
+                        parts += [stage] if stage else []
+                        self._export(prof, out_dir / f"{'-'.join(parts)}.trace.json.gz")
         finally:
             with self.lock:
                 self.profiling = False

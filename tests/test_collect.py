@@ -114,17 +114,35 @@ def test_collect_num_steps_saves_traces_args_and_metrics(servers, tmp_path, caps
     assert "collected 2 trace files" in text and "next: trace-analyzer analyze" in text
 
 
-def test_collect_with_stop_profile_and_stages(servers, tmp_path):
+def test_collect_with_stop_profile(servers, tmp_path):
     srv = servers(tp_size=1, dp_size=2)
     out = tmp_path / "prof"
-    rc = main(["collect", "--url", srv.url, "--duration", "0.2", "--profile-by-stage",
+    rc = main(["collect", "--url", srv.url, "--duration", "0.2", "--output-dir", str(out), *FAST])
+    assert rc == 0
+    assert "num_steps" not in srv.requests[-1]
+    assert not srv.profiling  # /stop_profile was called and the capture ended
+    ranks = sorted((r.dp, r.tp) for f in out.glob("*.trace.json.gz") if (r := parse_rank_file(f)))
+    assert ranks == [(0, 0), (1, 0)]  # TP1 x DP2: "-TP-0-DP-<d>" files
+
+
+def test_collect_stage_split_waits_for_both_stages(servers, tmp_path):
+    # each file appears half-written for a while: the EXTEND files are complete well
+    # before the DECODE ones, and collect must not stop at them
+    srv = servers(tp_size=2, slow_write_s=0.15)
+    out = tmp_path / "prof"
+    rc = main(["collect", "--url", srv.url, "--num-steps", "2", "--profile-by-stage",
                "--output-dir", str(out), *FAST])
     assert rc == 0
-    assert srv.requests[-1]["profile_by_stage"] is True and "num_steps" not in srv.requests[-1]
-    assert not srv.profiling  # /stop_profile was called and the capture ended
-    ranks = sorted((r.dp, r.tp, r.stage) for f in out.glob("*.trace.json.gz")
-                   if (r := parse_rank_file(f)) is not None)
-    assert ranks == [(0, 0, "DECODE"), (0, 0, "EXTEND"), (1, 0, "DECODE"), (1, 0, "EXTEND")]
+    assert srv.requests[-1]["profile_by_stage"] is True
+    ranks = sorted((r.tp, r.stage) for f in out.glob("*.trace.json.gz") if (r := parse_rank_file(f)))
+    assert ranks == [(0, "DECODE"), (0, "EXTEND"), (1, "DECODE"), (1, "EXTEND")]
+    for f in out.glob("*.trace.json.gz"):
+        _trace_events(f)  # all whole
+
+
+def test_stage_split_needs_num_steps(tmp_path, capsys):
+    msg = _fails(["collect", "--url", "127.0.0.1:1", "--profile-by-stage", "-o", str(tmp_path)], capsys)
+    assert "--num-steps" in msg
 
 
 def test_collect_without_metrics_notes_it(servers, tmp_path, capsys):

@@ -20,6 +20,7 @@ Every failure becomes a one-line :class:`~analyzer.model.BadInputError`.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import urllib.error
@@ -130,7 +131,7 @@ class SGLangClient:
             raise BadInputError(
                 f"the SGLang server at {self.url} did not answer {method} {path} within {timeout:g} s"
             ) from None
-        except (ConnectionError, OSError) as exc:
+        except (ConnectionError, OSError, http.client.HTTPException) as exc:
             raise BadInputError(
                 f"connection to the SGLang server at {self.url} failed: {exc}"
             ) from None

@@ -140,6 +140,11 @@ def collect(
         raise BadInputError("--num-steps must be at least 1")
     if opts.timeout_s <= 0:
         raise BadInputError("--timeout must be positive")
+    if opts.profile_by_stage and opts.num_steps is None:
+        raise BadInputError(
+            "--profile-by-stage needs --num-steps: SGLang captures N prefill and N decode steps "
+            "and writes one file per stage (it has no manual stop for stage captures)"
+        )
     client = SGLangClient(opts.url, api_key=opts.api_key, timeout_s=min(30.0, opts.timeout_s))
     info = client.server_info()
 
@@ -215,6 +220,7 @@ def collect(
             before=previous,
             expected_ranks=expected,
             timeout_s=opts.timeout_s,
+            expected_stages=2 if opts.profile_by_stage else 1,
             poll_s=opts.poll_s,
             stable_polls=opts.stable_polls,
             not_found_hint=hint,

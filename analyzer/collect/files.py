@@ -136,6 +136,7 @@ def wait_for_traces(
     before: Mapping[str, tuple[int, float]],
     expected_ranks: int,
     timeout_s: float,
+    expected_stages: int = 1,
     poll_s: float = 0.5,
     stable_polls: int = 2,
     not_found_hint: str = "",
@@ -146,7 +147,8 @@ def wait_for_traces(
     """Wait until ``expected_ranks`` ranks have new, complete trace files in ``directory``.
 
     New = absent from ``before`` or changed since. Complete = size unchanged for
-    ``stable_polls`` polls and a whole gzip stream. With stage-split files every rank must
+    ``stable_polls`` polls and a whole gzip stream. ``expected_stages``: files per rank
+    (2 for SGLang's ``profile_by_stage``: prefill, then decode). Every rank must
     show the same set of stages. Raises BadInputError on timeout, saying what was seen.
     """
     start = clock()
@@ -175,7 +177,8 @@ def wait_for_traces(
                 now_files.append(rf)
             ranks = {f.rank_key for f in now_files}
             progress.show(len(ranks), expected_ranks, total, clock() - start)
-            if now_files and len(ranks) >= expected_ranks and _stages_consistent(now_files):
+            if (now_files and len(ranks) >= expected_ranks
+                    and _stages_complete(now_files, expected_stages)):
                 stable = all(sizes[f.path][1] >= stable_polls for f in now_files)
                 if stable:
                     for f in now_files:
@@ -196,12 +199,13 @@ def wait_for_traces(
         progress.close()
 
 
-def _stages_consistent(files: list[RankFile]) -> bool:
+def _stages_complete(files: list[RankFile], expected_stages: int) -> bool:
+    """Every rank has the same stages, and at least ``expected_stages`` of them."""
     by_rank: dict[tuple[int, int, int], set[str]] = {}
     for f in files:
         by_rank.setdefault(f.rank_key, set()).add(f.stage)
     sets = list(by_rank.values())
-    return all(s == sets[0] for s in sets)
+    return all(s == sets[0] for s in sets) and len(sets[0]) >= expected_stages
 
 
 def _timeout_message(
