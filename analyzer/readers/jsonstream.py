@@ -32,8 +32,8 @@ import numpy as np
 from analyzer.model import BadInputError
 
 GZIP_MAGIC = b"\x1f\x8b"
-READ_BLOCK_BYTES = 4 << 20  # compressed/plain bytes per read
-TARGET_CHUNK_BYTES = 8 << 20  # uncompressed bytes per decoded slice
+READ_BLOCK_BYTES = 2 << 20  # compressed/plain bytes per read
+TARGET_CHUNK_BYTES = 4 << 20  # uncompressed bytes per decoded slice (bounds memory)
 MAX_HEADER_BYTES = 256 << 20  # give up looking for "traceEvents" after this many bytes
 _WS = b" \t\r\n"
 _NEXT_ELEMENT = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
@@ -80,12 +80,12 @@ def _gunzip(path: Path, fh, first: bytes, progress) -> Iterator[bytes]:  # type:
             progress(len(comp))
         try:
             # bound each output block so a highly compressible input stays chunked
-            out = dec.decompress(comp, READ_BLOCK_BYTES * 4)
+            out = dec.decompress(comp, READ_BLOCK_BYTES * 2)
             while out:
                 yield out
                 if dec.eof:
                     break
-                out = dec.decompress(dec.unconsumed_tail, READ_BLOCK_BYTES * 4)
+                out = dec.decompress(dec.unconsumed_tail, READ_BLOCK_BYTES * 2)
         except zlib.error as exc:
             raise BadInputError(f"{path.name}: corrupt gzip data ({exc})") from None
         if dec.eof:

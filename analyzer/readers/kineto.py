@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from itertools import compress, count
 from operator import attrgetter
 from pathlib import Path
@@ -314,14 +315,14 @@ class _Interner:
 
     def encode(self, values: Iterable[str], n: int) -> np.ndarray:
         return np.fromiter(
-            map(self.codes.setdefault, values, self.counter), dtype=np.int64, count=n
+            map(self.codes.setdefault, values, self.counter), dtype=np.int32, count=n
         )
 
     def constant(self, value: str, n: int) -> np.ndarray:
-        return np.full(n, self.codes.setdefault(value, next(self.counter)), dtype=np.int64)
+        return np.full(n, self.codes.setdefault(value, next(self.counter)), dtype=np.int32)
 
     def categorical(self, codes: np.ndarray) -> pd.Categorical:
-        sparse = np.fromiter(self.codes.values(), dtype=np.int64, count=len(self.codes))
+        sparse = np.fromiter(self.codes.values(), dtype=np.int32, count=len(self.codes))
         lut = np.zeros(int(sparse.max()) + 1 if len(sparse) else 1, dtype=np.int32)
         lut[sparse] = np.arange(len(sparse), dtype=np.int32)
         cats = pd.Index(list(self.codes), dtype=object)
@@ -497,23 +498,30 @@ class _Columns:
             nbytes = arg("nbytes", _COPY_CODES)
             copy &= nbytes >= 0
             msg[copy] = nbytes[copy]
-        p = self.parts
-        p["ts_ns"].append(_us_to_ns(ts_us))
-        p["dur_ns"].append(_us_to_ns(dur_us))
-        p["kind"].append(kind)
-        p["name"].append(self.names.encode(map(_GET_NAME, events), n))
-        p["pid"].append(pid)
-        p["tid"].append(tid)
-        p["device"].append(device)
-        p["stream"].append(stream)
-        p["correlation"].append(arg("correlation", _CORR_CODES))
-        p["external_id"].append(ext)
-        p["collective"].append(coll)
-        p["msg_bytes"].append(msg)
-        p["pg_name"].append(pg)
-        p["pg_size"].append(pg_size)
-        p["seq"].append(seq)
+        self._put("ts_ns", _us_to_ns(ts_us))
+        self._put("dur_ns", _us_to_ns(dur_us))
+        self._put("kind", kind)
+        self._put("name", self.names.encode(map(_GET_NAME, events), n))
+        self._put("pid", pid)
+        self._put("tid", tid)
+        self._put("device", device)
+        self._put("stream", stream)
+        self._put("correlation", arg("correlation", _CORR_CODES))
+        self._put("external_id", ext)
+        self._put("collective", coll)
+        self._put("msg_bytes", msg)
+        self._put("pg_name", pg)
+        self._put("pg_size", pg_size)
+        self._put("seq", seq)
         self.n += n
+
+    def _put(self, key: str, arr: np.ndarray) -> None:
+        """Keep a slice's column; a constant one (e.g. all -1) is kept as ``_Const``."""
+        constant = key not in ("ts_ns", "dur_ns") and arr.size and arr[0] == arr[-1]
+        if constant and (arr == arr[0]).all():
+            self.parts[key].append(_Const(arr.size, arr[0].item()))  # type: ignore[arg-type]
+            return
+        self.parts[key].append(arr)
 
     def frame(self) -> pd.DataFrame:
         """The event table, sorted by ``ts_ns`` (stable)."""
@@ -541,13 +549,26 @@ class _Columns:
                 cols[key] = self.pg_names.categorical(arr)
             else:
                 cols[key] = arr.astype(dtype, copy=False)
-        return pd.DataFrame(cols)
+        return pd.DataFrame(cols, copy=False)
 
 
-def _cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+@dataclass(frozen=True)
+class _Const:
+    """A slice's column whose rows all hold one value (saves memory while reading)."""
+
+    n: int
+    value: int
+
+
+def _cat(parts: list[Any], dtype: Any) -> np.ndarray:
+    """Concatenate a column's slices (arrays or ``_Const``) into one array of ``dtype``."""
     if not parts:
         return np.zeros(0, dtype=dtype)
-    out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    if all(isinstance(p, _Const) for p in parts) and len({p.value for p in parts}) == 1:
+        out = np.full(sum(p.n for p in parts), parts[0].value, dtype=dtype)
+    else:
+        arrays = [np.full(p.n, p.value, dtype=dtype) if isinstance(p, _Const) else p for p in parts]
+        out = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
     parts.clear()
     return out.astype(dtype, copy=False)
 
