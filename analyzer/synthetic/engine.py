@@ -168,7 +168,15 @@ def step_span_name(step: StepSpec) -> str:
 
 
 def execute_span_name(step: StepSpec) -> str:
-    """The ``execute_<n>_context_<k>(sq..sk..sqsq..sqsk..)_generation_<m>(...)`` span."""
+    """The ``execute_<n>_context_<k>(sq..sk..sqsq..sqsk..)_generation_<m>(...)`` span.
+
+    ``context`` sums the prefill requests (q new tokens over k = q + cached tokens),
+    ``generation`` the decode requests (q = 1 each, k = their whole KV length).
+    """
+    if step.phase == "DECODE":
+        bs, sk = step.bs, step.context_tokens
+        gen = f"generation_{bs}(sq{bs}sk{sk}sqsq{bs}sqsk{sk})"
+        return f"execute_{bs}_context_0(sq0sk0sqsq0sqsk0)_{gen}"
     q = list(step.extend_lens) or [step.tokens]
     p = list(step.prefix_lens) or [0] * len(q)
     k = [a + b for a, b in zip(q, p)]

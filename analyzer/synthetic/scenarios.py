@@ -158,7 +158,7 @@ def kv_bound_decode_cuda_graph(seed: int = 2, decode_steps: int = 24, bs: int = 
                                context_per_request: int = 4096) -> Scenario:
     """TP1 H200 large-batch decode under CUDA graphs: decode attention (KV reads) dominates."""
     plans = [Plan("EXTEND", 1, 1024, 1024, extend_lens=(1024,), prefix_lens=(0,))]
-    plans += _decode_plans(decode_steps, bs, bs * context_per_request)
+    plans += _decode_plans(decode_steps, bs, bs * context_per_request, execute=True)
     return Scenario(
         name="kv_bound_decode_cuda_graph", seed=seed, profile_id=_profile_id(seed), gpu=H200,
         model=LLAMA_8B, tp_size=1, pp_size=1,
