@@ -89,3 +89,21 @@ def test_empty_device():
     tl = device_timeline(table([k(0, 1, "gemm")]).iloc[:0], rank=0, device=0)
     assert tl.busy_us == 0 and tl.wall_us == 0 and tl.categories == {}
     assert np.isfinite(tl.idle_us)
+
+
+def test_cpu_recorded_sample_gets_categories(repo_root):
+    """The real CPU TP2 sample: c10d collectives and aten GEMMs are classified, not 'other'."""
+    import gzip
+    import json
+
+    import analyzer
+
+    folder = repo_root / "sample_traces" / "cpu_tp2"
+    doc = analyzer.analyze([folder]).to_dict()
+    for r, path in zip(doc["ranks"], sorted(folder.glob("*.trace.json.gz"))):
+        assert r["activity_source"] == "cpu"
+        events = json.load(gzip.open(path))["traceEvents"]
+        n_allreduce = sum(1 for e in events if e.get("cat") == "cpu_op" and e["name"] == "c10d::allreduce_")
+        assert r["communication"]["by_collective"]["allreduce"]["count"] == n_allreduce
+        assert "other" not in r["categories"]
+        assert r["categories"]["gemm"]["count"] > 0

@@ -88,6 +88,15 @@ def _combine_collective(
     return category, ""
 
 
+def _rated_kind(kind_codes: np.ndarray, kinds: list[str]) -> str:
+    """The kind whose names the rules classify: ``kernel``, or ``cpu_op`` in a trace that has
+    no GPU activity at all (recorded on CPU), where top-level operators stand in for kernels."""
+    present = {kinds[c] for c in np.unique(kind_codes[kind_codes >= 0]).tolist()}
+    if present & {"kernel", "memcpy", "memset"}:
+        return "kernel"
+    return "cpu_op" if "cpu_op" in present else "kernel"
+
+
 def _resolve(
     rules: RuleSet,
     name_codes: np.ndarray,
@@ -103,8 +112,9 @@ def _resolve(
     the name's category); the collective is resolved once per unique (name, kind, arg).
     """
     per_name: list[tuple[str, str]] = [("other", "")] * (len(names) + 1)  # last: missing
-    if "kernel" in kinds:
-        on_kernels = np.unique(name_codes[kind_codes == kinds.index("kernel")])
+    rated = _rated_kind(kind_codes, kinds)
+    if rated in kinds:
+        on_kernels = np.unique(name_codes[kind_codes == kinds.index(rated)])
         for code in on_kernels[on_kernels >= 0].tolist():
             per_name[code] = rules.classify(names[code])
     name_codes = np.where(name_codes < 0, len(names), name_codes)
@@ -120,6 +130,8 @@ def _resolve(
         nm, rest = divmod(c, n_k * n_a)
         kd, ag = divmod(rest, n_a)
         kind = kinds_ext[kd]
+        if kind == rated:
+            kind = "kernel"  # cpu_op rows stand in for kernels in a trace without GPU activity
         name_cat, rule_coll = per_name[nm]
         cat = _row_category(_CAT_INDEX[name_cat], kind)
         cat, coll = _combine_collective(rules, cat, rule_coll, args_ext[ag], kind == "kernel")
