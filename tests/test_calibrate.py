@@ -258,3 +258,21 @@ def test_every_option_is_documented():
             for a in sub.choices["calibrate"]._actions if a.option_strings and "--help" not in a.option_strings]
     doc = (REPO / "docs" / "collecting.md").read_text()
     assert not [o for o in opts if f"`{o}" not in doc]
+
+
+def test_committed_cpu_sample_is_valid_and_labelled():
+    """sample_traces/calibration: a real CPU run, its profile valid and every trace labelled."""
+    sample = REPO / "sample_traces" / "calibration"
+    if not sample.is_dir():
+        pytest.skip("sample_traces/calibration is absent")
+    doc = load_hardware_profile(sample / "hardware_profile_cpu.json")
+    assert doc["device"]["type"] == "cpu"
+    assert doc["measured"]["allreduce_gbps"] > 0  # recorded under torchrun, 2 processes
+    assert sorted(doc["details"]["traces"]) == sorted(p.name for p in (sample / "traces").iterdir())
+    for name in doc["details"]["traces"]:
+        with gzip.open(sample / "traces" / name, "rt") as fh:
+            label = json.load(fh)["trace_analyzer_calibration"]
+        assert label["device_type"] == "cpu" and label["torch_version"] == doc["torch_version"]
+        assert label["created"] == doc["created"]
+    readme = (sample / "README.md").read_text()
+    assert doc["torch_version"] in readme and doc["created"][:10] in readme
