@@ -7,6 +7,7 @@ import functools
 import gzip
 import json
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -408,3 +409,16 @@ def test_nan_duration_written_by_python_json(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="no such file"):
         read_kineto(tmp_path / "nope.json")
+
+
+def test_multi_member_gzip_and_early_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonstream, "READ_BLOCK_BYTES", 64)
+    text = json.dumps({"traceEvents": [_ev(ts=i, name=f"n{i}") for i in range(300)]}).encode()
+    p = tmp_path / "multi.json.gz"
+    p.write_bytes(gzip.compress(text[:1000]) + gzip.compress(text[1000:]))  # two members
+    ev = read_kineto(p).events
+    assert ev["name"].astype(str).tolist() == [f"n{i}" for i in range(300)]
+    blocks = jsonstream.iter_file_bytes(p)
+    assert next(blocks)
+    blocks.close()  # stops the inflating thread without hanging
+    assert not [t for t in threading.enumerate() if t.name == "trace-gunzip"]

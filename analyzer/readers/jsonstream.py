@@ -21,16 +21,20 @@ replaced by ``null``.
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
 from analyzer.model import BadInputError
 
+_T = TypeVar("_T")
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BLOCK_BYTES = 2 << 20  # compressed/plain bytes per read
 TARGET_CHUNK_BYTES = 4 << 20  # uncompressed bytes per decoded slice (bounds memory)
@@ -52,7 +56,9 @@ _CLASS[ord(",")] = 3
 def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """Yield the uncompressed content of ``path`` in blocks (gzip detected by magic).
 
-    ``progress`` receives the number of on-disk bytes consumed after each block.
+    A gzip file is inflated by a helper thread (zlib releases the GIL), so inflating the
+    next blocks overlaps with parsing the current one; at most a few blocks are queued.
+    ``progress`` receives the number of on-disk bytes consumed (called in this thread).
     Raises ``BadInputError`` for a truncated or corrupt gzip stream.
     """
     with open(path, "rb") as fh:
@@ -65,10 +71,54 @@ def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -
                 yield data
                 data = fh.read(READ_BLOCK_BYTES)
             return
-        yield from _gunzip(path, fh, first, progress)
+        for block, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first)):
+            if progress and disk_bytes:
+                progress(disk_bytes)
+            if block:
+                yield block
 
 
-def _gunzip(path: Path, fh, first: bytes, progress) -> Iterator[bytes]:  # type: ignore[no-untyped-def]
+def _in_thread(make: Callable[[], Iterator[_T]], depth: int = 3) -> Iterator[_T]:
+    """Run the generator ``make()`` in a helper thread; yield its items here, in order."""
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in make():
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
+            put(("error", exc))
+
+    worker = threading.Thread(target=run, name="trace-gunzip", daemon=True)
+    worker.start()
+    try:
+        while True:
+            tag, value = q.get()
+            if tag == "item":
+                yield value
+            elif tag == "end":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _gunzip(path: Path, fh: BinaryIO, first: bytes) -> Iterator[tuple[bytes, int]]:
+    """Inflate a (possibly multi-member) gzip stream: (uncompressed block, disk bytes read)."""
     dec = zlib.decompressobj(wbits=31)
     comp = first
     while True:
@@ -76,18 +126,20 @@ def _gunzip(path: Path, fh, first: bytes, progress) -> Iterator[bytes]:  # type:
             if not dec.eof:
                 raise BadInputError(f"{path.name}: truncated gzip file (unexpected end of data)")
             return
-        if progress:
-            progress(len(comp))
+        read = len(comp)
         try:
             # bound each output block so a highly compressible input stays chunked
             out = dec.decompress(comp, READ_BLOCK_BYTES * 2)
             while out:
-                yield out
+                yield out, read
+                read = 0
                 if dec.eof:
                     break
                 out = dec.decompress(dec.unconsumed_tail, READ_BLOCK_BYTES * 2)
         except zlib.error as exc:
             raise BadInputError(f"{path.name}: corrupt gzip data ({exc})") from None
+        if read:
+            yield b"", read
         if dec.eof:
             rest = dec.unused_data
             if rest.lstrip(b"\0"):  # a concatenated gzip member follows
