@@ -299,7 +299,7 @@ def steps_figure(doc: Mapping[str, Any]) -> Any | None:
         fig.update_yaxes(title_text="gap (ms)", rangemode="tozero", row=2, col=1)
         fig.update_xaxes(title_text="time since the first step (ms)", row=2, col=1)
     else:
-        fig.update_xaxes(title_text="step number", row=1, col=1)
+        fig.update_xaxes(title_text="step number", tickformat="d", row=1, col=1)
     fig.update_layout(bargap=0)
     return _base_layout(fig, height=420 if timed else 320)
 
