@@ -142,9 +142,11 @@ def measure_s(
 
 
 def _randn(shape: Sequence[int], s: Settings, gen: torch.Generator) -> torch.Tensor:
-    return torch.randn(*shape, generator=gen, device="cpu", dtype=torch.float32).to(
-        device=s.device, dtype=s.torch_dtype
-    )
+    """Random inputs: from the seeded CPU generator on a CPU, drawn on the device on a GPU
+    (gigabytes of KV cache would take seconds to make on the host)."""
+    if s.device == "cpu":
+        return torch.randn(*shape, generator=gen, dtype=torch.float32).to(s.torch_dtype)
+    return torch.randn(*shape, device=s.device, dtype=s.torch_dtype)
 
 
 def attention_prefill(s: Settings, gen: torch.Generator) -> list[dict[str, float]]:

@@ -129,6 +129,8 @@ def calibrate(
     created = _now()
     name = device_name(s.device)
     gen = torch.Generator().manual_seed(0)
+    if s.device == "cuda":
+        torch.cuda.manual_seed(0)
     traces: list[str] = []
     ar_rows: list[dict[str, float]] | None = None
     try:  # first, with every rank: the all-reduce sweep (and its trace, one per rank)
