@@ -45,3 +45,23 @@ def test_achieved_kv_bandwidth_matches_hand_computation():
     assert ev["hbm_gbps"] == 4800  # H200 datasheet, from the trace's deviceProperties name
     assert ev["memory_bound"] is True
     assert doc["calibration"]["hbm_gbps"] == pytest.approx(want_gbps, rel=0.01)
+
+
+def test_recommendation_carries_the_planners_concurrency():
+    """The finding quotes the capacity planner's figure for this model, GPU and context."""
+    import statistics
+
+    from analyzer.capacity import Parallelism, Workload, load_gpu, load_model, plan
+
+    (path,) = sorted(SCENARIO.glob("*.trace.json.gz"))
+    events = json.load(gzip.open(path))["traceEvents"]
+    per_request = [
+        int(m.group(2)) / int(m.group(1)) for e in events
+        if e.get("cat") == "user_annotation" and (m := GEN.search(e["name"])) and int(m.group(1)) > 0
+    ]
+    context = int(statistics.median(per_request))
+    want = plan(load_model("llama-3.1-8b"), load_gpu("h200"), Parallelism(tp=1),
+                Workload(context_tokens=context)).to_dict()["recommended_concurrency"]
+    rec = analyzer.analyze([SCENARIO]).findings[0].recommendation
+    assert f"near {want['stable']} (upper bound {want['upper']}" in rec
+    assert f"~{context} tokens" in rec

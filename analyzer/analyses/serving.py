@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from analyzer import intervals as iv
+from analyzer.model import BadInputError
 from analyzer.analyses.comm_roles import (
     comm_roles,
     cross_rank,
@@ -153,18 +154,35 @@ def _metrics_section(metrics: Any, figs: Sequence[Mapping[str, Any]]) -> dict[st
             "gpu_idle_share": idle_share, "verdict": verdict}
 
 
-def _planner_concurrency(model: Any, gpu: Any, sizes: Mapping[str, int]) -> dict[str, Any]:
-    """Concurrency per replica from the capacity planner, when its API is there."""
-    try:  # optional: the planner's public API may not be present
-        from analyzer.capacity import plan  # type: ignore[attr-defined]
-    except ImportError:
-        return {}
+def _planner_concurrency(model: Any, gpu: Any, sizes: Mapping[str, int],
+                         steps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Concurrency per replica from the capacity planner, for the context seen in the trace.
+
+    The context per request is the median over steps of KV tokens per request (decode steps
+    with ``execute_`` annotations), else the median prompt tokens per request (EXTEND steps),
+    else 8192 tokens (stated in the result).
+    """
+    from analyzer.capacity import Parallelism, Workload, plan
+
+    per_req = [float(r["kv_tokens"]) / float(r["bs"]) for r in steps
+               if r.get("phase") == "decode" and r.get("kv_tokens") and r.get("bs")]
+    source = "decode KV tokens per request in the trace"
+    if not per_req:
+        per_req = [float(r["tokens"]) / float(r["bs"]) for r in steps
+                   if r.get("phase") == "prefill" and r.get("tokens") and r.get("bs")]
+        source = "prompt tokens per request in the trace"
+    context = int(np.median(per_req)) if per_req else 8192
+    if not per_req:
+        source = "assumed (no token counts in the trace)"
     try:
-        res = plan(model=model, gpu=gpu, tp=sizes["tp"], pp=sizes["pp"])  # pragma: no cover
-        c = getattr(res, "concurrency_per_replica", None)
-        return {"concurrency_per_replica": c} if c else {}
-    except Exception:  # noqa: BLE001 - the planner is advisory here
+        res = plan(model, gpu, Parallelism(tp=sizes.get("tp", 1) or 1, pp=sizes.get("pp", 1) or 1),
+                   Workload(context_tokens=max(context, 1)))
+    except BadInputError:  # the planner refuses shapes it cannot fit (e.g. weights > memory)
         return {}
+    rec = res.to_dict()["recommended_concurrency"]
+    return {"concurrency_per_replica": rec["stable"], "concurrency_upper": rec["upper"],
+            "max_concurrency_memory": res.to_dict()["max_concurrency_memory"],
+            "context_tokens": context, "context_source": source}
 
 
 def analyze_serving(
@@ -245,7 +263,8 @@ def analyze_serving(
     }
     if metrics is None:
         abstained.append("could not contrast the server queue with GPU time because no --metrics was given")
-    planner = _planner_concurrency(model_spec, gpu_spec, sizes) if model_spec and gpu_spec else {}
+    planner = (_planner_concurrency(model_spec, gpu_spec, sizes, sections["example_steps"])
+               if model_spec and gpu_spec else {})
     findings = detect(figs, sections, server_args, planner)
     calibration = _calibration(sections, attrs, rep, gpu_spec, traces)
     return ServingAnalysis(sections, calibration, findings, abstained)

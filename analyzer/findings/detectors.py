@@ -98,12 +98,12 @@ def kv_cache_bandwidth(ctx: Context) -> Finding | None:
     bound = kv.get("memory_bound")
     conc = ctx.planner.get("concurrency_per_replica")
     dtype = str(ctx.sa.get("kv_cache_dtype", "auto"))
-    state = ("at %.0f%% of HBM peak: memory-bound" % (100 * frac)) if frac is not None else \
-        "bandwidth not computable (" + "; ".join(kv.get("missing") or ["no model/GPU"]) + ")"
-    rec = ("Decode attention is KV-cache read traffic " + state + ". Cut the bytes: FP8 KV cache "
+    state = (" and runs at %.0f%% of the HBM peak: memory-bound" % (100 * frac)) if frac is not None else \
+        "; its bandwidth could not be computed (" + "; ".join(kv.get("missing") or ["no model/GPU"]) + ")"
+    rec = ("Decode attention is KV-cache read traffic" + state + ". Cut the bytes: FP8 KV cache "
            f"(--kv-cache-dtype fp8_e5m2; now {dtype}), shorter retained context, a GQA/MLA model; "
-           + (f"keep concurrency per replica near {conc} (capacity planner); " if conc else
-              "size concurrency per replica with the capacity planner; ")
+           + (_planner_advice(ctx.planner) if conc else
+              "size concurrency per replica with `trace-analyzer plan`; ")
            + ("the kernel is far from the HBM roofline: try another attention backend "
               "(--attention-backend fa3/flashinfer) and CUDA graphs for decode."
               if bound is False else "more decode replicas (DP) rather than larger batches."))
@@ -268,3 +268,11 @@ def detect(figs: Figures, sections: Mapping[str, Any], server_args: Mapping[str,
     ctx = Context(figs, sections, server_args, planner)
     found = [f for f in (d(ctx) for d in DETECTORS) if f is not None]
     return rank_findings(found)
+
+
+def _planner_advice(planner: Mapping[str, Any]) -> str:
+    """The capacity planner's concurrency figures as one clause of a recommendation."""
+    return (f"keep concurrency per replica near {planner['concurrency_per_replica']} "
+            f"(upper bound {planner.get('concurrency_upper')}, KV memory fits "
+            f"{planner.get('max_concurrency_memory')} sequences of ~{planner.get('context_tokens')} "
+            "tokens; `trace-analyzer plan`); ")
