@@ -223,8 +223,8 @@ def capacity_page() -> None:
     agents = c[1].number_input("Agents", 1, 100_000, d.agents, key="cap-agents")
     calls = c[2].number_input("Calls per agent", 1, 10_000, d.calls_per_agent, key="cap-calls")
     last = st.session_state.get("last_report")
-    calibrate = c[3].toggle("Calibrate with the analysed trace", key="cap-cal", disabled=last is None,
-                            help="Use the rates measured in the trace analysed on the other page "
+    calibrate = c[3].toggle("Calibrate from trace", key="cap-cal", disabled=last is None,
+                            help="Use the rates measured in the trace last analysed on the first page "
                                  "(prefill/GEMM throughput, decode step time, all-reduce time per byte).")
     inputs = wa.capacity.CapacityInputs(
         model=model, gpu=gpu, tp=int(tp), pp=int(pp), replicas=int(replicas), context_tokens=int(context),

@@ -146,13 +146,16 @@ def test_capacity_page(app):
     at.run()
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
+    helps = {m.label: m.proto.help for m in at.metric}
     # Llama-3.1-70B, bf16: 80 layers x 2 (K, V) x 8 KV heads x 128 head dim x 2 bytes
-    assert metrics["KV per token"] == f"{80 * 2 * 8 * 128 * 2:,} B"
+    kv = 80 * 2 * 8 * 128 * 2
+    assert metrics["KV per token"] == f"{kv / 1000:,.1f} kB"
+    assert helps["KV per token"].startswith(f"{kv:,} B over all 80 layers")
     assert metrics["Rule of thumb"] == "2 – 4"  # 2 x R, 4 x R with R = 1
     assert len(at.get("plotly_chart")) == 1
     assert [b.label for b in at.get("download_button")] == ["Download Markdown", "Download JSON"]
     at.selectbox(key="cap-kv").set_value("fp8").run()
-    assert {m.label: m.value for m in at.metric}["KV per token"] == f"{80 * 2 * 8 * 128:,} B"
+    assert {m.label: m.value for m in at.metric}["KV per token"] == f"{kv / 2 / 1000:,.1f} kB"
     at.number_input(key="cap-r").set_value(3).run()
     assert {m.label: m.value for m in at.metric}["Rule of thumb"] == "6 – 12"
 

@@ -699,19 +699,27 @@ def capacity_figure(points: Sequence[Mapping[str, Any]], marks: Mapping[str, flo
             x=sub["concurrency"], y=sub["ttft_mean_s"], mode="lines", name="mean TTFT (s)" + suffix,
             line={"color": TTFT_COLOR, "width": 2.5, "dash": dash}, legendgroup="ttft",
             hovertemplate="%{x} concurrent: TTFT %{y:,.2f} s<extra></extra>"), secondary_y=True)
+    # marks as traces, not shapes: traces sit on a log axis in data units, and get a legend
+    top = float(np.nanmax(df["output_tokens_per_s"].to_numpy(float))) * 1.05 or 1.0
     if rule_of_thumb:
         lo, hi = rule_of_thumb
-        fig.add_vrect(x0=lo, x1=hi, fillcolor="rgba(84,162,75,0.15)", line_width=0, layer="below",
-                      annotation_text="rule of thumb 2R–4R", annotation_position="top left",
-                      annotation_font_size=11)
+        fig.add_trace(go.Scatter(
+            x=[lo, lo, hi, hi, lo], y=[0, top, top, 0, 0], fill="toself", mode="lines",
+            fillcolor="rgba(84,162,75,0.15)", line={"width": 0}, name=f"rule of thumb {lo}–{hi}",
+            hoverinfo="skip"), secondary_y=False)
     styles = {"knee": "dash", "throughput optimum": "dashdot", "KV memory bound": "solid", "requested": "dot"}
+    colors = {"knee": "#54A24B", "throughput optimum": THROUGHPUT_COLOR, "KV memory bound": "#E45756",
+              "requested": "#8E8E93"}
     for label, c in marks.items():
         if c is None or c < 1:
             continue
-        fig.add_vline(x=float(c), line_dash=styles.get(label, "dot"), line_color="rgba(128,128,128,0.8)",
-                      annotation_text=f"{label} {int(c)}", annotation_position="top right",
-                      annotation_textangle=-90, annotation_font_size=11)
-    fig.update_xaxes(type="log", title_text="concurrent requests per replica")
+        fig.add_trace(go.Scatter(
+            x=[c, c], y=[0, top], mode="lines", name=f"{label}: {int(c)}",
+            line={"dash": styles.get(label, "dot"), "color": colors.get(label, "#8E8E93"), "width": 1.5},
+            hovertemplate=f"{label}: {int(c)}<extra></extra>"), secondary_y=False)
+    c = df["concurrency"].to_numpy(float)
+    fig.update_xaxes(type="log", title_text="concurrent requests per replica",
+                     **_log_ticks(float(c.min()), float(c.max())))
     fig.update_yaxes(title_text="output tokens/s per replica", rangemode="tozero", secondary_y=False)
     fig.update_yaxes(title_text="mean TTFT (s)", rangemode="tozero", secondary_y=True, showgrid=False)
     return _base_layout(fig, height=420)

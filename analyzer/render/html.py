@@ -249,6 +249,10 @@ def _fmt_cell(col: str, v: Any) -> str:
         return "–"
     if col.startswith("share"):
         return fmt_share(float(v))
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float) and v.is_integer() and abs(v) >= 1:
+        return f"{int(v):,}"
     if isinstance(v, float):
         return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
     if isinstance(v, list):

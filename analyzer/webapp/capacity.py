@@ -49,6 +49,10 @@ class CapacityPage:
     plan_dict: dict[str, Any] = field(default_factory=dict)
 
 
+def _kb(n: float) -> str:
+    return f"{n / 1e3:,.1f} kB"
+
+
 def _gb(n: float) -> str:
     return f"{n / 1e9:,.2f} GB"
 
@@ -77,13 +81,14 @@ def capacity_page(inputs: CapacityInputs, report: Mapping[str, Any] | None = Non
     r = p.parallel.replicas
     thumb = p.rule_of_thumb
     metrics = [
-        Metric("KV per token", f"{p.kv_bytes_per_token:,} B",
-               f"all {model.num_layers} layers, {inputs.kv_dtype}; {p.kv_bytes_per_token_per_layer:,} B per layer"),
-        Metric("KV per sequence per GPU", _gb(p.kv_bytes_per_sequence_per_gpu),
+        Metric("KV per token", _kb(p.kv_bytes_per_token),
+               f"{p.kv_bytes_per_token:,} B over all {model.num_layers} layers ({inputs.kv_dtype}); "
+               f"{p.kv_bytes_per_token_per_layer:,} B per layer"),
+        Metric("KV / sequence / GPU", _gb(p.kv_bytes_per_sequence_per_gpu),
                f"{inputs.context_tokens:,} tokens on {p.layers_per_gpu} layers and "
                f"{p.kv_heads_per_gpu} KV head(s) per GPU"),
-        Metric("Memory bound", f"{p.max_concurrency_memory:,} / replica",
-               f"KV budget {_gb(p.kv_budget_bytes_per_gpu)} per GPU after {_gb(p.weights_bytes_per_gpu)} of weights"),
+        Metric("Memory bound", f"{p.max_concurrency_memory:,}",
+               f"concurrent sequences per replica that fit in KV memory: KV budget {_gb(p.kv_budget_bytes_per_gpu)} per GPU after {_gb(p.weights_bytes_per_gpu)} of weights"),
         Metric("Recommended", f"{p.recommended_stable * r:,} – {p.recommended_upper * r:,}",
                "stable (knee) – upper (95% of the best throughput within memory), all replicas"),
         Metric("Rule of thumb", f"{thumb['stable']} – {thumb['upper']}",
