@@ -253,3 +253,13 @@ def test_html_renders_its_plots_offline(demo_doc, demo_html, tmp_path, browser_c
 def test_render_dispatch_routes_html(demo_doc):
     assert render(demo_doc, "html").startswith("<!DOCTYPE html>")
     json.dumps(demo_doc, allow_nan=False)
+
+
+def test_a_view_that_cannot_be_drawn_says_so(demo_doc):
+    doc = copy.deepcopy(demo_doc)
+    doc["serving"]["gaps"] = {"ranks": [{"rank": 0, "by_cause_us": {"scheduler": "lots"}, "idle_us": 5.0}]}
+    sections = {s.key: s for s in charts.report_sections(doc)}
+    assert sections["gaps"].figure is None
+    assert sections["gaps"].note.startswith("Could not draw this view (")
+    assert sections["categories"].figure is not None  # the others still draw
+    assert "Could not draw this view" in render_html(doc)

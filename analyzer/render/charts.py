@@ -613,49 +613,73 @@ def filter_kernels(df: pd.DataFrame, query: str) -> pd.DataFrame:
 
 
 def report_sections(doc: Mapping[str, Any]) -> list[Section]:
-    """Every view of the report, in page order; empty ones carry the reason in ``note``."""
+    """Every view of the report, in page order; empty ones carry the reason in ``note``.
+
+    A view whose builder fails (a report shape this version does not know) says so in its
+    note instead of taking the whole page or HTML report down.
+    """
     n_ranks = len(doc.get("ranks", []))
-    summ = _phase_summary(doc)
-    steps = step_frame(doc)
-    timed = bool(len(steps)) and bool(np.isfinite(steps["start_ms"]).any())
+    summ = _guard(lambda: _phase_summary(doc)) or {}
+    steps = _guard(lambda: step_frame(doc))
+    timed = steps is not None and bool(len(steps)) and bool(np.isfinite(steps["start_ms"]).any())
     rep = f"rank {summ['rank']}" if summ.get("rank") is not None else "one rank"
     src = f" Steps found from {summ['source']} markers." if summ.get("source") else ""
     no_steps = "No serving steps found (no step annotations in the trace)."
-    sections = [
-        Section("categories", "GPU time by category, per rank",
-                "Union of kernel intervals per category; the grey tail is idle time inside the "
-                "rank's GPU wall (first activity to last).",
-                figure=category_figure(doc), note="No GPU activity in the inputs."),
-        Section("steps", "Steps over time",
-                ("Each point is one serving step (GPU span of its kernels), coloured by phase; "
-                 "below, the idle gaps between consecutive steps." if timed else
-                 f"GPU span of the report's example steps of {rep}, coloured by phase (the report "
-                 "has no step timeline).") + src,
-                figure=steps_figure(doc), note=no_steps),
-        Section("gaps", "GPU idle time by cause",
-                "Idle time inside each rank's GPU wall, attributed to the host work that held the "
-                "GPU back: scheduler, synchronisation, kernel launch overhead, pipeline bubbles.",
-                figure=gaps_figure(doc), table=_none_if_empty(gaps_table(doc)),
-                note="No gap analysis in this report."),
-        Section("phases", "Per-phase statistics",
-                f"Prefill vs decode on {rep} (the rank with the median wall time): GPU time by "
-                "category and time per step.",
-                figure=phase_figure(doc), table=_none_if_empty(phase_table(doc)), note=no_steps),
-        Section("communication", "Communication: exposed vs overlapped",
-                "Exposed = communication not hidden behind compute kernels: it is on the critical "
-                "path. Overlapped runs while compute kernels keep the GPU busy.",
-                figure=communication_figure(doc), table=_none_if_empty(communication_table(doc)),
-                note="No communication kernels in the inputs."),
-        Section("skew", "Cross-rank skew",
-                "Each figure per rank against the median rank; red = more time than the median.",
-                figure=skew_figure(doc),
-                note=skew_note(doc) if n_ranks >= 2 else "Needs two or more ranks."),
-        Section("kernels", "Top kernels",
-                "Per rank, biggest total time first (the report keeps each rank's top kernels).",
-                table=_none_if_empty(kernels_table(doc)), note="No kernels in the inputs."),
+    no_fig = (lambda d: None)
+    no_table = (lambda d: pd.DataFrame())
+    specs: list[tuple[str, str, str, Any, Any, str | None]] = [
+        ("categories", "GPU time by category, per rank",
+         ("Union of kernel intervals per category; the grey tail is idle time inside the "
+         "rank's GPU wall (first activity to last)."),
+         category_figure, no_table, "No GPU activity in the inputs."),
+        ("steps", "Steps over time",
+         ("Each point is one serving step (GPU span of its kernels), coloured by phase; "
+          "below, the idle gaps between consecutive steps." if timed else
+          f"GPU span of the report's example steps of {rep}, coloured by phase (the report "
+          "has no step timeline).") + src,
+         steps_figure, no_table, no_steps),
+        ("gaps", "GPU idle time by cause",
+         ("Idle time inside each rank's GPU wall, attributed to the host work that held the "
+         "GPU back: scheduler, synchronisation, kernel launch overhead, pipeline bubbles."),
+         gaps_figure, gaps_table, "No gap analysis in this report."),
+        ("phases", "Per-phase statistics",
+         (f"Prefill vs decode on {rep} (the rank with the median wall time): GPU time by "
+         "category and time per step."),
+         phase_figure, phase_table, no_steps),
+        ("communication", "Communication: exposed vs overlapped",
+         ("Exposed = communication not hidden behind compute kernels: it is on the critical "
+         "path. Overlapped runs while compute kernels keep the GPU busy."),
+         communication_figure, communication_table, "No communication kernels in the inputs."),
+        ("skew", "Cross-rank skew",
+         "Each figure per rank against the median rank; red = more time than the median.",
+         skew_figure, no_table, None),
+        ("kernels", "Top kernels",
+         "Per rank, biggest total time first (the report keeps each rank's top kernels).",
+         no_fig, kernels_table, "No kernels in the inputs."),
     ]
-    return [s if s.empty or s.key == "skew" else Section(s.key, s.title, s.caption, s.figure, s.table, None)
-            for s in sections]
+    out = []
+    for key, title, caption, fig_fn, table_fn, empty_note in specs:
+        errors: list[str] = []
+        fig = _guard(lambda f=fig_fn: f(doc), errors)
+        table = _none_if_empty(_guard(lambda f=table_fn: f(doc), errors))
+        if key == "skew":
+            note = (_guard(lambda: skew_note(doc), errors) if n_ranks >= 2 else "Needs two or more ranks.")
+        else:
+            note = None if (fig is not None or table is not None) else empty_note
+        if errors:
+            note = f"Could not draw this view ({errors[0]}); please report it."
+        out.append(Section(key, title, caption, fig, table, note))
+    return out
+
+
+def _guard(fn: Any, errors: list[str] | None = None) -> Any:
+    """``fn()``, or None with the error noted (one view must not take the page down)."""
+    try:
+        return fn()
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as exc:
+        if errors is not None:
+            errors.append(f"{type(exc).__name__}: {exc}"[:200])
+        return None
 
 
 def _none_if_empty(df: pd.DataFrame) -> pd.DataFrame | None:
