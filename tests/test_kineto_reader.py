@@ -422,3 +422,18 @@ def test_multi_member_gzip_and_early_close(tmp_path: Path, monkeypatch: pytest.M
     assert next(blocks)
     blocks.close()  # stops the inflating thread without hanging
     assert not [t for t in threading.enumerate() if t.name == "trace-gunzip"]
+
+
+def test_exact_scanner_when_fast_cuts_all_fall_in_strings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names holding many ``}, {`` defeat the fast cut; the exact scanner takes over."""
+    monkeypatch.setattr(jsonstream, "READ_BLOCK_BYTES", 97)
+    monkeypatch.setattr(jsonstream, "TARGET_CHUNK_BYTES", 300)
+    calls = []
+    real = jsonstream.exact_cut
+    monkeypatch.setattr(jsonstream, "exact_cut", lambda *a: calls.append(1) or real(*a))
+    events = [_ev(name=f"n{i}" + "}, {" * 6, ts=i) for i in range(300)]
+    ev = read_kineto(_write(tmp_path, {"traceEvents": events})).events
+    assert calls  # the exact path ran
+    assert ev["name"].astype(str).tolist() == [e["name"] for e in events]
