@@ -535,6 +535,7 @@ def phase_summary(attr: StepAttribution, wall_us: float | None = None) -> dict[s
         "device": attr.device,
         "steps": len(steps) if attr.has_steps else 0,
         "phases": phases,
+        "timeline": step_timeline(attr, t0_ns=int(s.min()) if s.size else 0),
         "unattributed_gpu_us": unattributed_us,
         "unattributed_kernels": int(un.sum()),
         "notes": list(attr.notes),
@@ -544,6 +545,27 @@ def phase_summary(attr: StepAttribution, wall_us: float | None = None) -> dict[s
 def _nansum(col: pd.Series) -> float | None:
     v = col.to_numpy(float)
     return float(np.nansum(v)) if (~np.isnan(v)).any() else None
+
+
+def step_timeline(attr: StepAttribution, t0_ns: int, max_points: int = 4000) -> list[dict[str, Any]]:
+    """Every step with GPU work on one time axis (``gpu_start_us`` from the rank's first GPU
+    activity), evenly thinned to ``max_points``: the steps-over-time chart, gaps included."""
+    if not attr.has_steps:
+        return []
+    st = attr.steps[attr.steps["kernels"] > 0]
+    if len(st) > max_points:
+        st = st.iloc[np.linspace(0, len(st) - 1, max_points).round().astype(int)]
+    df = pd.DataFrame({
+        "step": st["step"].to_numpy(np.int64),
+        "phase": st["phase"].astype(str).to_numpy(object),
+        "gpu_start_us": (st["gpu_start_ns"].to_numpy(np.int64) - t0_ns) / NS_PER_US,
+        "gpu_span_us": st["gpu_span_us"].to_numpy(float),
+        "gpu_busy_us": st["gpu_busy_us"].to_numpy(float),
+        "bs": st["bs"].to_numpy(float),
+        "tokens": st["tokens"].to_numpy(float),
+    })
+    rows = df.astype(object).where(df.notna(), None).to_dict("records")
+    return [{**r, "step": int(r["step"])} for r in rows]
 
 
 def step_rows(attr: StepAttribution, limit: int = 50) -> list[dict[str, Any]]:
