@@ -275,4 +275,6 @@ def _planner_advice(planner: Mapping[str, Any]) -> str:
     return (f"keep concurrency per replica near {planner['concurrency_per_replica']} "
             f"(upper bound {planner.get('concurrency_upper')}, KV memory fits "
             f"{planner.get('max_concurrency_memory')} sequences of ~{planner.get('context_tokens')} "
-            "tokens; `trace-analyzer plan`); ")
+            + ("tokens, an assumed context; " if str(planner.get("context_source", "")).startswith("assumed")
+               else "tokens; ")
+            + "`trace-analyzer plan`); ")

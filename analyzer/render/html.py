@@ -11,7 +11,6 @@ stylesheet keeps cards and figures whole and drops the interactive chrome.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from functools import lru_cache
 from html import escape
@@ -20,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from . import charts
-from .format import fmt_share, fmt_us, short_name
+from .format import evidence_items, fmt_share, fmt_us, short_name
 
 #: Plotly config for every embedded figure (no logo, no "edit in chart studio", responsive).
 PLOTLY_CONFIG: dict[str, Any] = {
@@ -106,104 +105,6 @@ def _kpis(doc: Mapping[str, Any]) -> str:
         for k, v, sub in items
     )
     return f'<section class="kpis">{cells}</section>'
-
-
-_UPPER = {"tp", "pp", "ep", "dp", "kv", "hbm", "gpu", "cpu", "p50", "p90", "ttft"}
-_UNIT_RE = re.compile(r"(?:^|_)(us|ms|gbps|tflops|bytes|share)(?=_|$)")
-_DROP_UNITS = ("us", "ms", "gbps", "tflops")  # said by the formatted value, so left out of the label
-
-
-def _label_unit(key: str) -> tuple[str, str]:
-    """``"tp_exposed_us"`` -> ``("TP exposed", "us")``; the unit decides the number format."""
-    k = str(key)
-    m = _UNIT_RE.search(k)
-    unit = m.group(1) if m else ("share" if "fraction" in k else "")
-    if m and unit in _DROP_UNITS:
-        k = (k[: m.start()] + k[m.end():]).strip("_")
-    words = [w.upper() if w in _UPPER else w for w in k.replace("_", " ").split()]
-    return " ".join(words) or str(key), unit
-
-
-def _fmt_num(v: float, unit: str) -> str:
-    if unit == "us":
-        return fmt_us(float(v)) if abs(v) >= 10 or v == 0 else f"{float(v):.3g} us"
-    if unit == "ms":
-        return fmt_us(float(v) * 1e3)
-    if unit == "share":
-        return fmt_share(float(v))
-    if unit == "gbps":
-        return f"{float(v):,.0f} GB/s"
-    if unit == "tflops":
-        return f"{float(v):,.0f} TFLOP/s"
-    if unit == "bytes":
-        b = float(v)
-        for name, div in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-            if abs(b) >= div:
-                return f"{b / div:,.2f} {name}"
-        return f"{b:,.0f} B"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return f"{float(v):,.4g}"
-
-
-def _fmt_value(key: str, v: Any, unit: str = "") -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, (int, float)):
-        return _fmt_num(v, _label_unit(key)[1] or unit)
-    if isinstance(v, Mapping):
-        return _inline(v, unit=_label_unit(key)[1] or unit)
-    if isinstance(v, (list, tuple)):
-        return ", ".join(x for x in (_fmt_value(key, i, unit) for i in v[:5]) if x)
-    return short_name(str(v), 120)
-
-
-def _inline(d: Mapping[str, Any], limit: int = 6, unit: str = "") -> str:
-    """A dict on one line: its ``name`` first, then ``label value`` pairs (``unit``: the
-    parent key's unit, for children without their own, e.g. ``wait_us_by_rank``)."""
-    head = short_name(str(d["name"]), 70) if "name" in d else ""
-    parts = []
-    for k, v in d.items():
-        if k == "name" or v is None:
-            continue
-        if k == "count" and isinstance(v, (int, float)):
-            parts.append(f"{v:,}×")
-            continue
-        text = _fmt_value(k, v, unit)
-        if isinstance(v, Mapping):
-            text = "{" + (text or "") + "}"
-        if text:
-            label = _label_unit(k)[0]
-            parts.append(f"{label} {text}" if label != text else text)
-        if len(parts) >= limit:
-            break
-    body = ", ".join(parts)
-    return f"{head} — {body}" if head and body else head or body
-
-
-def evidence_items(evidence: Mapping[str, Any], limit: int = 10) -> list[tuple[str, list[str]]]:
-    """A finding's evidence as ``(label, lines)``: units formatted from the key suffix
-    (``_us`` -> ms/s, ``_gbps`` -> GB/s, shares as %), lists of kernels or steps one per line."""
-    out: list[tuple[str, list[str]]] = []
-    for key, v in evidence.items():
-        label = _label_unit(key)[0]
-        if isinstance(v, (list, tuple)) and v and all(isinstance(i, Mapping) for i in v):
-            lines = [_inline(i, unit=_label_unit(key)[1]) for i in v[:4]]
-            if len(v) > 4:
-                lines.append(f"… {len(v)} in all")
-        elif isinstance(v, Mapping) and v and all(isinstance(i, Mapping) for i in v.values()):
-            lines = [f"{k}: {_inline(i, 5, _label_unit(key)[1])}" for k, i in list(v.items())[:6]]
-        else:
-            text = _fmt_value(key, v)
-            if text is None or text == "":
-                continue
-            lines = [text]
-        out.append((label, lines))
-        if len(out) >= limit:
-            break
-    return out
 
 
 def _evidence_html(evidence: Mapping[str, Any]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import evidence_lines, fmt_share, fmt_us, short_name
+from .format import evidence_items, fmt_share, fmt_us, short_name
 
 
 def _cell(text: str) -> str:
@@ -34,8 +34,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"{fmt_share(f['share'])} of wall, {fmt_us(f['time_us'])})"
         )
         out.append("")
-        for ev in evidence_lines(f["evidence"], limit=8):
-            out.append(f"- {_cell(ev)}")
+        for label, values in evidence_items(f["evidence"], limit=10):
+            if len(values) == 1:
+                out.append(f"- **{_cell(label)}:** {_cell(values[0])}")
+            else:
+                out.append(f"- **{_cell(label)}:**")
+                out.extend(f"  - {_cell(v)}" for v in values)
         out.append("")
         out.append(f"**Recommendation:** {_cell(f['recommendation'])}")
         out.append("")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import evidence_lines, fmt_share, fmt_us, short_name
+from .format import evidence_items, fmt_share, fmt_us, short_name
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -31,8 +31,10 @@ def render_text(doc: dict[str, Any]) -> str:
             f"  {i:>2}  {f['severity']:<8}  {fmt_share(f['share']):>6}  {fmt_us(f['time_us']):>9}  "
             f"{f['title']}  [{f['id']}]"
         )
-        for ev in evidence_lines(f["evidence"], limit=4):
-            lines.append(f"{'':>34}- {ev}")
+        for label, values in evidence_items(f["evidence"], limit=6):
+            lines.append(f"{'':>34}- {label}: {values[0] if len(values) == 1 else ''}".rstrip())
+            if len(values) > 1:
+                lines.extend(f"{'':>36}· {short_name(v, 100)}" for v in values)
         lines.append(f"{'':>34}→ {f['recommendation']}")
     for a in doc.get("abstained", []):
         lines.append(f"  could not tell: {a}")
