@@ -189,6 +189,22 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
     return col.cat.codes.to_numpy(np.int64), [str(c) for c in col.cat.categories]
 
 
+def _classified(events: pd.DataFrame, rules: RuleSet | None) -> tuple[pd.Categorical, pd.Categorical]:
+    """The ``category`` and normalised ``collective`` columns of ``events``."""
+    rules = rules or default_rules()
+    name_codes, names = _codes(events["name"])
+    kind_codes, kinds = _codes(events["kind"])
+    if "collective" in events.columns:
+        arg_codes, args = _codes(events["collective"])  # missing (-1) reads as ""
+    else:
+        arg_codes, args = np.zeros(len(events), np.int64), [""]
+    cat_idx, coll_idx = _resolve(rules, name_codes, names, kind_codes, kinds, arg_codes, args)
+    return (
+        pd.Categorical.from_codes(cat_idx, categories=list(CATEGORIES)),
+        pd.Categorical.from_codes(coll_idx, categories=list(COLLECTIVE_VALUES)),
+    )
+
+
 def classify_events(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.DataFrame:
     """``events`` with ``category`` and a normalised ``collective`` (a new DataFrame).
 
@@ -202,24 +218,19 @@ def classify_events(events: pd.DataFrame, rules: RuleSet | None = None) -> pd.Da
     - every other kind (host ops, runtime calls, annotations): ``other``; their collective
       arg (e.g. on ``record_param_comms``) is still normalised.
     """
-    rules = rules or default_rules()
-    name_codes, names = _codes(events["name"])
-    kind_codes, kinds = _codes(events["kind"])
-    if "collective" in events.columns:
-        arg_codes, args = _codes(events["collective"])  # missing (-1) reads as ""
-    else:
-        arg_codes, args = np.zeros(len(events), np.int64), [""]
-    cat_idx, coll_idx = _resolve(rules, name_codes, names, kind_codes, kinds, arg_codes, args)
+    category, collective = _classified(events, rules)
     out = events.copy()
-    out["category"] = pd.Categorical.from_codes(cat_idx, categories=list(CATEGORIES))
-    out["collective"] = pd.Categorical.from_codes(coll_idx, categories=list(COLLECTIVE_VALUES))
+    out["category"] = category
+    out["collective"] = collective
     return out
 
 
 def classify_trace(trace: Trace, rules: RuleSet | None = None) -> None:
-    """Classify ``trace.events`` in place (replaces the DataFrame with ``classify_events``'s).
-
-    Adds ``category`` (Categorical over ``CATEGORIES``) and rewrites ``collective`` as a
-    Categorical over ``COLLECTIVE_VALUES`` ("" for non-communication GPU rows).
+    """Classify ``trace.events`` in place (same columns as ``classify_events``'s, no copy of
+    the table): adds ``category`` (Categorical over ``CATEGORIES``) and rewrites
+    ``collective`` as a Categorical over ``COLLECTIVE_VALUES`` ("" for non-communication
+    GPU rows).
     """
-    trace.events = classify_events(trace.events, rules)
+    category, collective = _classified(trace.events, rules)
+    trace.events["category"] = category
+    trace.events["collective"] = collective
