@@ -47,7 +47,7 @@ def analyze(
     ``metrics``: a saved Prometheus text from SGLang's ``/metrics`` (path) or a parsed object.
     ``server_args``: SGLang's server_args (dict or JSON path); found beside traces otherwise.
     """
-    from .analyses.phases import reassign_attention_by_phase
+    from .analyses.phases import attribute_steps, reassign_attention_by_phase
     from .analyses.serving import analyze_serving
     from .classify import classify_trace, load_rules
 
@@ -55,9 +55,12 @@ def analyze(
     if not traceset.traces:
         raise BadInputError("no trace found in the inputs")
     ruleset = load_rules([str(r) for r in rules])
+    attributions = []
     for trace in traceset.traces:
         classify_trace(trace, ruleset)
-        reassign_attention_by_phase(trace)  # attention kernels in decode steps are decode
+        attr = attribute_steps(trace)  # found once, reused by the serving diagnosis
+        reassign_attention_by_phase(trace, attr)  # attention kernels in decode steps are decode
+        attributions.append(attr)
 
     timelines: list[RankTimeline] = []
     by_rank: dict[int, RankTimeline] = {}
@@ -75,7 +78,8 @@ def analyze(
         )
 
     result = analyze_serving(
-        traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu, metrics=parsed_metrics
+        traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu, metrics=parsed_metrics,
+        attributions=attributions,
     )
     inputs = [i for t in sorted(traceset.traces, key=lambda t: t.rank.rank) for i in InputInfo.from_trace(t)]
     return Report(

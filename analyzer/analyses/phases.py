@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analyzer.analyses.tables import codes_of, kind_mask, strings_at, take_rows
 from analyzer.model import CATEGORIES, GPU_ACTIVITY_KINDS, Trace
 
 if sys.version_info >= (3, 11):
@@ -73,23 +74,24 @@ def match_rows(events: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[np.ndarra
     Returns ``(positions, matches)`` with one ``re.Match`` per returned row. Only the unique
     names are matched (once each), then joined back through the name codes.
     """
-    kind_ok = events["kind"].isin(spec["kinds"]).to_numpy()
+    kind_ok = kind_mask(events, spec["kinds"])
     if not kind_ok.any():
         return np.zeros(0, np.int64), []
     names = events["name"]
     codes = names.cat.codes.to_numpy()
     cats = names.cat.categories
-    used = np.unique(codes[kind_ok & (codes >= 0)])
+    used = np.unique(codes[kind_ok])
     rx = spec["re"]
     hits: dict[int, re.Match] = {}
-    for c in used.tolist():
+    for c in used[used >= 0].tolist():
         m = rx.search(str(cats[c]))
         if m is not None:
             hits[c] = m
     if not hits:
         return np.zeros(0, np.int64), []
-    hit_codes = np.fromiter(hits.keys(), np.int64)
-    pos = np.flatnonzero(kind_ok & np.isin(codes, hit_codes))
+    hit = np.zeros(len(cats) + 1, bool)  # last slot: missing name (code -1)
+    hit[list(hits)] = True
+    pos = np.flatnonzero(kind_ok & hit[codes])
     return pos, [hits[int(c)] for c in codes[pos]]
 
 
@@ -165,7 +167,7 @@ def _empty_steps() -> pd.DataFrame:
 def _steps_from_spans(ev: pd.DataFrame, pos: np.ndarray, modes: list[str], extra: list[dict]) -> pd.DataFrame:
     start = ev["ts_ns"].to_numpy(np.int64)[pos]
     end = start + ev["dur_ns"].to_numpy(np.int64)[pos]
-    names = ev["name"].astype(str).to_numpy()[pos]
+    names = strings_at(ev["name"], pos)
     keep = outermost(start, end)
     order = np.argsort(start[keep], kind="stable")
     idx = np.flatnonzero(keep)[order]
@@ -226,12 +228,11 @@ def find_steps(ev: pd.DataFrame, host_kinds_only: bool = True) -> tuple[pd.DataF
     (columns ``start_ns, end_ns, step``; ``step`` = -1 when it pairs with no host step).
     """
     mk = markers()["steps"]
-    kind = ev["kind"].astype(str).to_numpy()
     for source in ("sglang_step", "execute"):
         pos, ms = match_rows(ev, mk[source])
         if pos.size == 0:
             continue
-        host = kind[pos] != "gpu_user_annotation"
+        host = strings_at(ev["kind"], pos) != "gpu_user_annotation"
         if source == "sglang_step":
             extra = [_parse_fields(m.group("fields")) for m in ms]
             modes = [m.group("mode") for m in ms]
@@ -288,7 +289,7 @@ def _gpu_spans(ev: pd.DataFrame, gpos: np.ndarray, steps: pd.DataFrame) -> pd.Da
         return _no_gpu_spans()
     start = ev["ts_ns"].to_numpy(np.int64)[gpos]
     end = start + ev["dur_ns"].to_numpy(np.int64)[gpos]
-    names = ev["name"].astype(str).to_numpy()[gpos]
+    names = strings_at(ev["name"], gpos)
     order = np.argsort(start, kind="stable")
     g = pd.DataFrame({"name": names[order], "start_ns": start[order], "end_ns": end[order]})
     g["occ"] = g.groupby("name").cumcount()
@@ -302,7 +303,7 @@ def _gpu_spans(ev: pd.DataFrame, gpos: np.ndarray, steps: pd.DataFrame) -> pd.Da
 def _enrich_with_execute(ev: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     """Copy the execute_ annotation's request/context counts onto the step it contains."""
     pos, ms = match_rows(ev, markers()["steps"]["execute"])
-    host = ev["kind"].astype(str).to_numpy()[pos] != "gpu_user_annotation"
+    host = strings_at(ev["kind"], pos) != "gpu_user_annotation"
     pos = pos[host]
     ms = [m for m, h in zip(ms, host) if h]
     if pos.size == 0 or len(steps) == 0:
@@ -327,11 +328,12 @@ def _enrich_with_execute(ev: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
 
 def _launch_times(ev: pd.DataFrame, act_corr: np.ndarray) -> np.ndarray:
     """Host time of the runtime/driver call with the same correlation id (-1 if none)."""
-    rt = ev[ev["kind"].isin(("cuda_runtime", "cuda_driver")) & (ev["correlation"] >= 0)]
-    if len(rt) == 0 or act_corr.size == 0:
+    corr = ev["correlation"].to_numpy(np.int64)
+    rt = kind_mask(ev, ("cuda_runtime", "cuda_driver")) & (corr >= 0)
+    if not rt.any() or act_corr.size == 0:
         return np.full(act_corr.size, -1, np.int64)
-    rc = rt["correlation"].to_numpy(np.int64)
-    rts = rt["ts_ns"].to_numpy(np.int64)
+    rc = corr[rt]
+    rts = ev["ts_ns"].to_numpy(np.int64)[rt]
     order = np.lexsort((rts, rc))
     rc, rts = rc[order], rts[order]
     first = np.r_[True, rc[1:] != rc[:-1]]
@@ -354,7 +356,7 @@ def _in_spans(t: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
 def main_device(trace: Trace) -> int:
     """The device index with the most GPU activity rows (-1 if none)."""
     dev = trace.events["device"].to_numpy()
-    kind_ok = trace.events["kind"].isin(GPU_ACTIVITY_KINDS).to_numpy()
+    kind_ok = kind_mask(trace.events, GPU_ACTIVITY_KINDS)
     d = dev[kind_ok & (dev >= 0)]
     return int(np.bincount(d).argmax()) if d.size else -1
 
@@ -365,13 +367,9 @@ def attribute_steps(trace: Trace) -> StepAttribution:
     notes: list[str] = []
     steps, source, gspans = find_steps(ev)
     dev = main_device(trace)
-    is_act = ev["kind"].isin(GPU_ACTIVITY_KINDS).to_numpy() & (ev["device"].to_numpy() == dev)
-    cols = [c for c in ("ts_ns", "dur_ns", "kind", "name", "stream", "correlation", "category",
-                        "collective", "msg_bytes", "pg_name", "pg_size", "seq") if c in ev.columns]
-    act = ev.loc[is_act, cols].copy()
+    act = take_rows(ev, _activity_rows(ev, dev), ACT_COLUMNS)
     if "category" not in act.columns:
         act["category"] = pd.Categorical(["other"] * len(act), categories=list(CATEGORIES))
-    act = act.sort_values("ts_ns", kind="stable").reset_index(drop=True)
     start = act["ts_ns"].to_numpy(np.int64)
     act["end_ns"] = start + act["dur_ns"].to_numpy(np.int64)
     launch = _launch_times(ev, act["correlation"].to_numpy(np.int64))
@@ -407,6 +405,17 @@ def attribute_steps(trace: Trace) -> StepAttribution:
     return StepAttribution(steps, act, source, dev, tuple(notes))
 
 
+ACT_COLUMNS = ("ts_ns", "dur_ns", "kind", "name", "stream", "correlation", "category",
+               "collective", "msg_bytes", "pg_name", "pg_size", "seq")
+
+
+def _activity_rows(ev: pd.DataFrame, device: int) -> np.ndarray:
+    """Positions of the GPU activity rows of ``device`` in ``ev``, ordered by start (stable):
+    the rows of ``StepAttribution.act``, in its order."""
+    pos = np.flatnonzero(kind_mask(ev, GPU_ACTIVITY_KINDS) & (ev["device"].to_numpy() == device))
+    return pos[np.argsort(ev["ts_ns"].to_numpy(np.int64)[pos], kind="stable")]
+
+
 def _stage_step(stage: str, start: np.ndarray, end: np.ndarray) -> pd.DataFrame:
     info = markers()["modes"].get(stage, markers()["modes"]["UNKNOWN"])
     return pd.DataFrame({
@@ -421,15 +430,16 @@ def _stage_step(stage: str, start: np.ndarray, end: np.ndarray) -> pd.DataFrame:
 
 def _phase_categories(act: pd.DataFrame, steps: pd.DataFrame) -> pd.Categorical:
     """Attention kernels take the attention kind of their step's phase (decode vs prefill)."""
-    cat = act["category"].astype(str).to_numpy(object).copy()
+    codes = codes_of(act["category"], CATEGORIES).astype(np.int8, copy=True)
     if len(steps) and len(act):
+        pre, dec = CATEGORIES.index("attention_prefill"), CATEGORIES.index("attention_decode")
         att = steps["attention"].astype(str).to_numpy(object)
+        want = np.where(att == "prefill", pre, np.where(att == "decode", dec, -1)).astype(np.int8)
         st = act["step"].to_numpy(np.int64)
-        is_att = np.isin(cat, ATTENTION_CATS) & (st >= 0)
-        want = np.where(is_att, att[np.maximum(st, 0)], "")
-        cat = np.where(is_att & (want == "prefill"), "attention_prefill", cat)
-        cat = np.where(is_att & (want == "decode"), "attention_decode", cat)
-    return pd.Categorical(cat, categories=list(CATEGORIES))
+        w = want[np.maximum(st, 0)]
+        sel = ((codes == pre) | (codes == dec)) & (st >= 0) & (w >= 0)
+        codes[sel] = w[sel]
+    return pd.Categorical.from_codes(codes, categories=list(CATEGORIES))
 
 
 def _step_figures(steps: pd.DataFrame, act: pd.DataFrame) -> pd.DataFrame:
@@ -460,27 +470,29 @@ def _step_figures(steps: pd.DataFrame, act: pd.DataFrame) -> pd.DataFrame:
     return steps
 
 
-def reassign_attention_by_phase(trace: Trace) -> int:
+def reassign_attention_by_phase(trace: Trace, attr: StepAttribution | None = None) -> int:
     """Rewrite ``trace.events['category']`` of attention kernels by their step's phase.
 
     Returns how many rows changed. Call after classify and before the timeline so that every
-    figure uses the phase-aware attention categories.
+    figure uses the phase-aware attention categories. ``attr``: the trace's
+    ``attribute_steps`` result when the caller already has it (it stays valid afterwards:
+    its ``act`` already carries the phase-aware categories).
     """
-    attr = attribute_steps(trace)
+    if attr is None:
+        attr = attribute_steps(trace)
     if not attr.has_steps or "category" not in trace.events.columns:
         return 0
     ev = trace.events
-    pos = np.flatnonzero(ev["kind"].isin(GPU_ACTIVITY_KINDS).to_numpy()
-                         & (ev["device"].to_numpy() == attr.device))
-    order = np.argsort(ev["ts_ns"].to_numpy(np.int64)[pos], kind="stable")
-    new = np.asarray(attr.act["category"].astype(str), dtype=object)
-    old = ev["category"].astype(str).to_numpy(object)
-    target = pos[order]
-    changed = int((old[target] != new).sum())
+    target = _activity_rows(ev, attr.device)
+    if target.size != len(attr.act):
+        raise ValueError("the step attribution does not belong to this trace's events")
+    new = attr.act["category"].cat.codes.to_numpy()
+    old = codes_of(ev["category"], CATEGORIES)
+    changed = int(np.count_nonzero(old[target] != new))
     if changed:
-        cat = old.copy()
-        cat[target] = new
-        ev["category"] = pd.Categorical(cat, categories=list(CATEGORIES))
+        codes = old.astype(np.int8, copy=True)
+        codes[target] = new
+        ev["category"] = pd.Categorical.from_codes(codes, categories=list(CATEGORIES))
     return changed
 
 

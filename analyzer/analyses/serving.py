@@ -193,13 +193,23 @@ def analyze_serving(
     model: str | None = None,
     gpu: str | None = None,
     metrics: Any = None,
+    attributions: Sequence[StepAttribution] | None = None,
 ) -> ServingAnalysis:
-    """Serving diagnosis of classified traces (one per rank)."""
+    """Serving diagnosis of classified traces (one per rank).
+
+    ``attributions``: ``attribute_steps`` of each trace (same order as ``traces``) when the
+    caller already has them, so the steps are not found and attributed twice.
+    """
     th = load_thresholds()
     abstained: list[str] = []
-    traces = sorted(traces, key=lambda t: t.rank.rank)
+    if attributions is None:
+        attributions = [attribute_steps(t) for t in traces]
+    if len(attributions) != len(traces):
+        raise ValueError("attributions must have one entry per trace")
+    pairs = sorted(zip(traces, attributions), key=lambda p: p[0].rank.rank)
+    traces = [t for t, _ in pairs]
+    attrs = [a for _, a in pairs]
     sizes = parallel_sizes(traces, server_args)
-    attrs = [attribute_steps(t) for t in traces]
     model_spec, why_model = resolve_model(model, server_args)
     gpu_spec, why_gpu = resolve_gpu(gpu, traces[0].gpu if traces else None)
     if model_spec is None:
