@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .analyses.timeline import RankTimeline, summarize, trace_timelines
 from .model import BadInputError, TraceSet
@@ -46,8 +47,12 @@ def analyze(
     ``model`` / ``gpu``: presets or config paths used for KV traffic and roofline figures.
     ``metrics``: a saved Prometheus text from SGLang's ``/metrics`` (path) or a parsed object.
     ``server_args``: SGLang's server_args (dict or JSON path); found beside traces otherwise.
+
+    A TraceSet passed in is changed in place: its event tables are classified, and the
+    python stack frames that no analysis reads (``analyses/prune.py``) are dropped from them.
     """
     from .analyses.phases import attribute_steps, reassign_attention_by_phase
+    from .analyses.prune import prune_python_frames
     from .analyses.serving import analyze_serving
     from .classify import classify_trace, load_rules
 
@@ -57,6 +62,7 @@ def analyze(
     ruleset = load_rules([str(r) for r in rules])
     attributions = []
     for trace in traceset.traces:
+        prune_python_frames(trace)  # python frames no marker reads (most rows of a stack trace)
         classify_trace(trace, ruleset)
         attr = attribute_steps(trace)  # found once, reused by the serving diagnosis
         reassign_attention_by_phase(trace, attr)  # attention kernels in decode steps are decode

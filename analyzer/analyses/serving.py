@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from analyzer import intervals as iv
-from analyzer.model import BadInputError
 from analyzer.analyses.comm_roles import (
     comm_roles,
     cross_rank,
@@ -39,7 +38,7 @@ from analyzer.analyses.phases import (
 from analyzer.analyses.prefill import analyze_prefill
 from analyzer.findings import load_thresholds
 from analyzer.findings.detectors import detect
-from analyzer.model import CATEGORIES, Finding, Trace
+from analyzer.model import CATEGORIES, BadInputError, Finding, Trace
 
 SUMMARY_KEYS_SKIP = ("rank", "device")
 

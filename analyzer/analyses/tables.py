@@ -47,10 +47,11 @@ def codes_of(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
 def strings_at(col: pd.Series, rows: np.ndarray) -> np.ndarray:
     """The values of ``col`` at positions ``rows`` as an object array of ``str``.
 
-    Same text as ``col.astype(str).to_numpy()[rows]`` without converting the whole column.
+    Same values as ``col.astype(str).to_numpy()[rows]`` (NaN where missing) without
+    converting the whole column.
     """
     if isinstance(col.dtype, pd.CategoricalDtype):
-        cats = np.asarray([str(c) for c in col.cat.categories] + ["nan"], dtype=object)
+        cats = np.asarray([str(c) for c in col.cat.categories] + [np.nan], dtype=object)
         return cats[col.cat.codes.to_numpy()[rows]]
     return col.iloc[rows].astype(str).to_numpy(object)
 
