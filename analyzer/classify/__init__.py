@@ -88,10 +88,15 @@ def _combine_collective(
     return category, ""
 
 
+def _present(codes: np.ndarray, size: int) -> np.ndarray:
+    """The codes in ``[0, size)`` that occur in ``codes`` (-1 = missing is left out)."""
+    return np.flatnonzero(np.bincount(codes[codes >= 0], minlength=size)) if codes.size else codes[:0]
+
+
 def _rated_kind(kind_codes: np.ndarray, kinds: list[str]) -> str:
     """The kind whose names the rules classify: ``kernel``, or ``cpu_op`` in a trace that has
     no GPU activity at all (recorded on CPU), where top-level operators stand in for kernels."""
-    present = {kinds[c] for c in np.unique(kind_codes[kind_codes >= 0]).tolist()}
+    present = {kinds[c] for c in _present(kind_codes, len(kinds)).tolist()}
     if present & {"kernel", "memcpy", "memset"}:
         return "kernel"
     return "cpu_op" if "cpu_op" in present else "kernel"
@@ -106,38 +111,53 @@ def _resolve(
     arg_codes: np.ndarray,
     args: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row indices into CATEGORIES and COLLECTIVE_VALUES from coded columns (-1 = missing).
+    """Per-row indices into CATEGORIES and COLLECTIVE_VALUES (int8) from coded columns
+    (-1 = missing).
 
     The rules run once per unique name that appears on a kernel row (other kinds never use
-    the name's category); the collective is resolved once per unique (name, kind, arg).
+    the name's category). Rows are then filled from small lookup tables indexed by the codes
+    (the last slot of each table is the missing value, so code -1 lands there):
+
+    - rows of other kinds: category from the kind, collective from the normalised arg;
+    - kernel rows without a collective arg: category and collective from the name;
+    - kernel rows with a collective arg (communication, few): once per unique (name, arg).
     """
     per_name: list[tuple[str, str]] = [("other", "")] * (len(names) + 1)  # last: missing
     rated = _rated_kind(kind_codes, kinds)
-    if rated in kinds:
-        on_kernels = np.unique(name_codes[kind_codes == kinds.index(rated)])
-        for code in on_kernels[on_kernels >= 0].tolist():
-            per_name[code] = rules.classify(names[code])
-    name_codes = np.where(name_codes < 0, len(names), name_codes)
-    kind_codes = np.where(kind_codes < 0, len(kinds), kind_codes)
-    arg_codes = np.where(arg_codes < 0, len(args), arg_codes)
     kinds_ext, args_ext = kinds + [""], args + [""]
-    n_k, n_a = len(kinds_ext), len(args_ext)
-    combo = (name_codes.astype(np.int64) * n_k + kind_codes) * n_a + arg_codes
-    uniq, inverse = np.unique(combo, return_inverse=True)
-    u_cat = np.empty(len(uniq), dtype=np.int8)
-    u_coll = np.empty(len(uniq), dtype=np.int8)
-    for j, c in enumerate(uniq.tolist()):
-        nm, rest = divmod(c, n_k * n_a)
-        kd, ag = divmod(rest, n_a)
-        kind = kinds_ext[kd]
-        if kind == rated:
-            kind = "kernel"  # cpu_op rows stand in for kernels in a trace without GPU activity
-        name_cat, rule_coll = per_name[nm]
-        cat = _row_category(_CAT_INDEX[name_cat], kind)
-        cat, coll = _combine_collective(rules, cat, rule_coll, args_ext[ag], kind == "kernel")
-        u_cat[j], u_coll[j] = cat, _COLL_INDEX[coll]
-    inverse = inverse.reshape(-1)
-    return u_cat[inverse], u_coll[inverse]
+    is_rated_kind = np.array([k == rated for k in kinds_ext], dtype=bool)
+    rated_rows = is_rated_kind[kind_codes]
+    for code in _present(name_codes[rated_rows], len(names)).tolist():
+        per_name[code] = rules.classify(names[code])
+    # kind -> category of rows that are not classified by name ("kernel" never lands here)
+    kind_cat = np.array([_row_category(_OTHER, k) for k in kinds_ext], dtype=np.int8)
+    arg_norm = [rules.normalize_collective(a) if a else "" for a in args_ext]
+    arg_coll = np.array([_COLL_INDEX[a] for a in arg_norm], dtype=np.int8)
+    has_arg = np.array([bool(a) for a in args_ext], dtype=bool)
+    name_cat = np.empty(len(per_name), dtype=np.int8)
+    name_coll = np.empty(len(per_name), dtype=np.int8)
+    for nm, (cat_name, rule_coll) in enumerate(per_name):
+        cat, coll = _combine_collective(rules, _CAT_INDEX[cat_name], rule_coll, "", True)
+        name_cat[nm], name_coll[nm] = cat, _COLL_INDEX[coll]
+    cat_idx = np.where(rated_rows, name_cat[name_codes], kind_cat[kind_codes])
+    coll_idx = np.where(rated_rows, name_coll[name_codes], arg_coll[arg_codes])
+    special = np.flatnonzero(rated_rows & has_arg[arg_codes])
+    if special.size:
+        nm_codes = name_codes[special].astype(np.int64)
+        nm_codes[nm_codes < 0] = len(names)
+        n_a = len(args_ext)
+        uniq, inverse = np.unique(nm_codes * n_a + arg_codes[special], return_inverse=True)
+        u_cat = np.empty(len(uniq), dtype=np.int8)
+        u_coll = np.empty(len(uniq), dtype=np.int8)
+        for j, c in enumerate(uniq.tolist()):
+            nm, ag = divmod(c, n_a)
+            cat_name, rule_coll = per_name[nm]
+            cat, coll = _combine_collective(rules, _CAT_INDEX[cat_name], rule_coll, args_ext[ag], True)
+            u_cat[j], u_coll[j] = cat, _COLL_INDEX[coll]
+        inverse = inverse.reshape(-1)
+        cat_idx[special] = u_cat[inverse]
+        coll_idx[special] = u_coll[inverse]
+    return cat_idx, coll_idx
 
 
 def _factorize(values: Sequence[str] | np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -186,7 +206,7 @@ def _codes(col: pd.Series) -> tuple[np.ndarray, list[str]]:
     """Integer codes (-1 = missing) and the unique values of a column."""
     if not isinstance(col.dtype, pd.CategoricalDtype):
         col = col.astype("category")
-    return col.cat.codes.to_numpy(np.int64), [str(c) for c in col.cat.categories]
+    return col.cat.codes.to_numpy(), [str(c) for c in col.cat.categories]
 
 
 def _classified(events: pd.DataFrame, rules: RuleSet | None) -> tuple[pd.Categorical, pd.Categorical]:
