@@ -30,6 +30,7 @@ import pandas as pd
 
 from analyzer import intervals as iv
 from analyzer.analyses.phases import NS_PER_US, StepAttribution
+from analyzer.analyses.tables import kind_mask, strings_at
 from analyzer.model import Trace
 
 ROLES: tuple[str, ...] = ("TP", "PP", "EP", "DP", "P2P")
@@ -64,10 +65,9 @@ def parallel_sizes(traces: Sequence[Trace], server_args: Mapping[str, Any] | Non
 
 def comm_roles(act: pd.DataFrame, sizes: Mapping[str, int]) -> np.ndarray:
     """Role per row of ``act`` ("" for non-communication rows)."""
-    cat = act["category"].astype(str).to_numpy(object)
-    coll = act["collective"].astype(str).to_numpy(object)
+    coll = strings_at(act["collective"])
     pg = act["pg_size"].to_numpy(np.int64) if "pg_size" in act else np.full(len(act), -1)
-    is_comm = cat == "communication"
+    is_comm = kind_mask(act, ("communication",), column="category")
     p2p = "PP" if sizes["pp"] > 1 else ("EP" if sizes["ep"] > 1 else "P2P")
     dp_group = (pg > 1) & (pg == sizes["dp"]) & (pg != sizes["tp"])
     role = np.where(coll == "alltoall", "EP",
@@ -82,9 +82,9 @@ def rank_communication(attr: StepAttribution, sizes: Mapping[str, int]) -> dict[
     e = act["end_ns"].to_numpy(np.int64)
     role = comm_roles(act, sizes)
     is_comm = role != ""
-    is_kernel = (act["kind"].astype(str) == "kernel").to_numpy()
+    is_kernel = kind_mask(act, ("kernel",))
     os_, oe = iv.union(s[~is_comm & is_kernel], e[~is_comm & is_kernel])
-    coll = act["collective"].astype(str).to_numpy(object)
+    coll = strings_at(act["collective"])
     nbytes = act["msg_bytes"].to_numpy(np.int64) if "msg_bytes" in act else np.full(len(act), -1)
     out: dict[str, Any] = {"by_role": {}, "by_role_collective": {}}
 
@@ -106,18 +106,17 @@ def rank_communication(attr: StepAttribution, sizes: Mapping[str, int]) -> dict[
 
 def _instances(rank: int, group: tuple, attr: StepAttribution) -> pd.DataFrame:
     act = attr.act
-    coll = act["collective"].astype(str)
-    sel = (act["category"].astype(str) == "communication") & coll.isin(SYNC_COLLECTIVES)
-    a = act[sel.to_numpy()]
+    sel = np.flatnonzero(kind_mask(act, ("communication",), column="category")
+                         & kind_mask(act, SYNC_COLLECTIVES, column="collective"))
     df = pd.DataFrame({
         "rank": rank,
-        "group": [group] * len(a),
-        "collective": a["collective"].astype(str).to_numpy(),
-        "pg": a["pg_name"].astype(str).to_numpy() if "pg_name" in a else "",
-        "start_ns": a["ts_ns"].to_numpy(np.int64),
-        "end_ns": a["end_ns"].to_numpy(np.int64),
-        "seq": a["seq"].to_numpy(np.int64) if "seq" in a else -1,
-        "bytes": a["msg_bytes"].to_numpy(np.int64) if "msg_bytes" in a else -1,
+        "group": [group] * sel.size,
+        "collective": strings_at(act["collective"], sel),
+        "pg": strings_at(act["pg_name"], sel) if "pg_name" in act else "",
+        "start_ns": act["ts_ns"].to_numpy(np.int64)[sel],
+        "end_ns": act["end_ns"].to_numpy(np.int64)[sel],
+        "seq": act["seq"].to_numpy(np.int64)[sel] if "seq" in act else -1,
+        "bytes": act["msg_bytes"].to_numpy(np.int64)[sel] if "msg_bytes" in act else -1,
     })
     df = df.sort_values("start_ns", kind="stable")
     df["ord"] = np.where(df["seq"] >= 0, df["seq"], df.groupby(["collective", "pg"]).cumcount())
@@ -206,8 +205,8 @@ def exposed_wait_us(attr: StepAttribution, waits: pd.DataFrame, rank: int) -> fl
     if len(w) == 0:
         return 0.0
     act = attr.act
-    is_comm = (act["category"].astype(str) == "communication").to_numpy()
-    is_kernel = (act["kind"].astype(str) == "kernel").to_numpy()
+    is_comm = kind_mask(act, ("communication",), column="category")
+    is_kernel = kind_mask(act, ("kernel",))
     s = act["ts_ns"].to_numpy(np.int64)
     e = act["end_ns"].to_numpy(np.int64)
     os_, oe = iv.union(s[~is_comm & is_kernel], e[~is_comm & is_kernel])

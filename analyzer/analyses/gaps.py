@@ -32,6 +32,7 @@ import pandas as pd
 
 from analyzer import intervals as iv
 from analyzer.analyses.phases import NS_PER_US, StepAttribution, markers, match_rows
+from analyzer.analyses.tables import strings_at
 
 CAUSES: tuple[str, ...] = ("scheduler", "synchronization", "launch_overhead", "pp_bubble", "device_wait")
 SYNC_TOLERANCE_NS = 5_000  # a sync span "holds" the idle moment if it ends at most this later
@@ -95,7 +96,7 @@ def analyze_gaps(
     nxt = g["next_idx"].to_numpy(np.int64)
     prv = g["prev_idx"].to_numpy(np.int64)
     launch = act["launch_ns"].to_numpy(np.int64)[nxt] if n else np.zeros(0, np.int64)
-    coll = act["collective"].astype(str).to_numpy(object) if "collective" in act else np.full(len(act), "")
+    coll = strings_at(act["collective"]) if "collective" in act else np.full(len(act), "")
     step = act["step"].to_numpy(np.int64)
 
     sched_s, sched_e = host_spans(ev, "scheduler")

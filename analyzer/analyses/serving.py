@@ -36,6 +36,7 @@ from analyzer.analyses.phases import (
     step_rows,
 )
 from analyzer.analyses.prefill import analyze_prefill
+from analyzer.analyses.tables import duration_groups
 from analyzer.findings import load_thresholds
 from analyzer.findings.detectors import detect
 from analyzer.model import CATEGORIES, BadInputError, Finding, Trace
@@ -105,15 +106,24 @@ def summarize_ranks(figs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
 
 
 def _top_kernels_by_category(attrs: Sequence[StepAttribution], n: int = 5) -> dict[str, list[dict[str, Any]]]:
-    """Top kernels (summed duration over ranks) per phase-aware category."""
+    """Top kernels (summed duration over ranks) per phase-aware category.
+
+    Each rank's kernels are grouped once by (name, category) codes; the small per-rank tables
+    are then merged by name (categories in order of first appearance over the ranks).
+    """
     import pandas as pd
 
-    frames = [a.act[["name", "category", "dur_ns"]] for a in attrs if len(a.act)]
-    if not frames:
+    parts, offset = [], 0
+    for a in attrs:
+        if len(a.act):
+            g = duration_groups(a.act, ("category", "name"))
+            g["first"] += offset
+            parts.append(g)
+            offset += len(a.act)
+    if not parts:
         return {}
-    df = pd.concat(frames, ignore_index=True)
-    g = (df.assign(name=df["name"].astype(str), category=df["category"].astype(str))
-         .groupby(["category", "name"], sort=False)["dur_ns"].agg(["sum", "count"]).reset_index())
+    df = pd.concat(parts, ignore_index=True).sort_values("first", kind="stable")
+    g = df.groupby(["category", "name"], sort=False).agg(sum=("sum", "sum"), count=("count", "sum")).reset_index()
     out: dict[str, list[dict[str, Any]]] = {}
     for cat, sub in g.groupby("category", sort=False):
         sub = sub.sort_values(["sum", "name"], ascending=[False, True]).head(n)

@@ -44,16 +44,19 @@ def codes_of(col: pd.Series, categories: Sequence[str]) -> np.ndarray:
     return pd.Categorical(col.astype(str), categories=list(categories)).codes
 
 
-def strings_at(col: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """The values of ``col`` at positions ``rows`` as an object array of ``str``.
+def strings_at(col: pd.Series, rows: np.ndarray | None = None) -> np.ndarray:
+    """The values of ``col`` at positions ``rows`` (all rows when None) as an object array
+    of ``str``.
 
-    Same values as ``col.astype(str).to_numpy()[rows]`` (NaN where missing) without
-    converting the whole column.
+    Same values as ``col.astype(str).to_numpy()[rows]`` (NaN where missing); on a
+    Categorical only the categories are converted, then looked up through the codes.
     """
     if isinstance(col.dtype, pd.CategoricalDtype):
         cats = np.asarray([str(c) for c in col.cat.categories] + [np.nan], dtype=object)
-        return cats[col.cat.codes.to_numpy()[rows]]
-    return col.iloc[rows].astype(str).to_numpy(object)
+        codes = col.cat.codes.to_numpy()
+        return cats[codes if rows is None else codes[rows]]
+    sub = col if rows is None else col.iloc[rows]
+    return sub.astype(str).to_numpy(object)
 
 
 def take_rows(df: pd.DataFrame, rows: np.ndarray, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -71,3 +74,52 @@ def take_rows(df: pd.DataFrame, rows: np.ndarray, columns: Sequence[str] | None 
         s = df[c]
         data[c] = s.to_numpy()[rows] if isinstance(s.dtype, np.dtype) else s.array.take(rows)
     return pd.DataFrame(data, columns=cols, copy=False)
+
+
+def codes_and_labels(col: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes (-1 = missing) and the ``str`` label of each code of a column."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy().astype(np.int64), [str(c) for c in col.cat.categories]
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    return codes.astype(np.int64), [str(u) for u in uniques]
+
+
+def duration_groups(act: pd.DataFrame, by: Sequence[str] = ("name", "category")) -> pd.DataFrame:
+    """Sum, count and max of ``dur_ns`` per unique value of the ``by`` columns, in order of
+    first appearance (``first`` = position of the group's first row); rows with a missing
+    key are left out.
+
+    Same groups and order as ``act.assign(**{c: act[c].astype(str)}).groupby(list(by),
+    sort=False)["dur_ns"].agg(["sum", "count", "max"])``, from the codes (no strings per row).
+    """
+    cols = ["sum", "count", "max", "first"]
+    coded = [codes_and_labels(act[c]) for c in by]
+    ok = np.ones(len(act), bool)
+    key = np.zeros(len(act), np.int64)
+    for codes, labels in coded:
+        ok &= codes >= 0
+        key = key * (len(labels) + 1) + codes
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return pd.DataFrame({**{c: pd.Series([], dtype=object) for c in by},
+                             **{c: np.zeros(0, np.int64) for c in cols}})
+    order = idx[np.argsort(key[idx], kind="stable")]
+    ks = key[order]
+    start = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    dur = act["dur_ns"].to_numpy(np.int64)[order]
+    first = order[start]
+    out = {}
+    rest = ks[start]
+    labels_out = []
+    for codes, labels in reversed(coded):
+        base = len(labels) + 1
+        labels_out.append(np.asarray(labels + [""], dtype=object)[rest % base])
+        rest = rest // base
+    for c, lab in zip(by, reversed(labels_out)):
+        out[c] = lab
+    out["sum"] = np.add.reduceat(dur, start)
+    out["count"] = np.diff(np.r_[start, ks.size]).astype(np.int64)
+    out["max"] = np.maximum.reduceat(dur, start)
+    out["first"] = first
+    g = pd.DataFrame(out)
+    return g.iloc[np.argsort(first, kind="stable")].reset_index(drop=True)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .. import intervals as iv
 from ..model import CATEGORIES, GPU_ACTIVITY_KINDS, Trace
+from .tables import duration_groups, kind_mask, strings_at, take_rows
 
 NS_PER_US = 1000.0
 TOP_KERNELS = 25
@@ -86,8 +87,8 @@ class RankTimeline:
 
 
 def gpu_activity(events: pd.DataFrame) -> pd.DataFrame:
-    """Rows of GPU activity (kernels, memcpy, memset)."""
-    return events[events["kind"].isin(GPU_ACTIVITY_KINDS)]
+    """Rows of GPU activity (kernels, memcpy, memset), in table order, fresh index."""
+    return take_rows(events, kind_mask(events, GPU_ACTIVITY_KINDS))
 
 
 def _us(ns) -> float:
@@ -142,13 +143,13 @@ def _communication(act, start, end, cat_codes, cat_names) -> CommTime:
     is_comm = cat_codes == cat_names.index("communication")
     if not is_comm.any():
         return CommTime(0.0, 0.0, 0.0, {})
-    is_kernel = (act["kind"] == "kernel").to_numpy()
+    is_kernel = kind_mask(act, ("kernel",))
     other_s, other_e = iv.union(start[~is_comm & is_kernel], end[~is_comm & is_kernel])
     cs, ce = start[is_comm], end[is_comm]
     comm_ns = int(iv.union_length(cs, ce))
     exposed_ns = int(iv.total_length(*iv.subtract(cs, ce, other_s, other_e)))
     by: dict[str, dict[str, float]] = {}
-    coll = act["collective"].astype(str).to_numpy()[is_comm]
+    coll = strings_at(act["collective"], np.flatnonzero(is_comm))
     for name in sorted(set(coll.tolist())):
         sel = coll == name
         t = int(iv.union_length(cs[sel], ce[sel]))
@@ -163,24 +164,20 @@ def _communication(act, start, end, cat_codes, cat_names) -> CommTime:
 
 
 def _top_kernels(act: pd.DataFrame, busy_ns: int, n: int = TOP_KERNELS) -> list[dict[str, Any]]:
-    g = (
-        act.assign(name=act["name"].astype(str), category=act["category"].astype(str))
-        .groupby(["name", "category"], observed=True, sort=False)["dur_ns"]
-        .agg(["sum", "count", "max"])
-        .sort_values(["sum", "count"], ascending=[False, False])
-        .head(n)
-    )
+    g = duration_groups(act, ("name", "category"))  # in order of first appearance
+    sums, counts = g["sum"].to_numpy(np.int64), g["count"].to_numpy(np.int64)
+    top = np.lexsort((np.arange(len(g)), -counts, -sums))[:n]  # biggest first, stable
     out = []
-    for (name, cat), row in g.iterrows():
-        total = int(row["sum"])
+    for i in top.tolist():
+        total, count = int(sums[i]), int(counts[i])
         out.append(
             {
-                "name": name,
-                "category": cat,
+                "name": g["name"].iat[i],
+                "category": g["category"].iat[i],
                 "time_us": _us(total),
-                "count": int(row["count"]),
-                "mean_us": _us(total) / int(row["count"]),
-                "max_us": _us(int(row["max"])),
+                "count": count,
+                "mean_us": _us(total) / count,
+                "max_us": _us(int(g["max"].iat[i])),
                 "share_of_busy": total / busy_ns if busy_ns else 0.0,
             }
         )
@@ -198,8 +195,9 @@ def trace_timelines(trace: Trace) -> list[RankTimeline]:
     gpu_name = trace.gpu.name if trace.gpu else ""
     if len(act):
         out = []
-        for dev in sorted(act["device"].unique().tolist()):
-            sub = act[act["device"] == dev]
+        devices = act["device"].to_numpy()
+        for dev in sorted(np.unique(devices).tolist()):
+            sub = take_rows(act, devices == dev)
             name = next((d.name for d in trace.devices if d.index == dev), gpu_name)
             out.append(device_timeline(sub, rank=trace.rank.rank, device=int(dev), gpu=name))
         return out
@@ -210,13 +208,17 @@ def trace_timelines(trace: Trace) -> list[RankTimeline]:
 
 
 def top_level_cpu_ops(ev: pd.DataFrame) -> pd.DataFrame:
-    """``cpu_op`` events not nested inside another ``cpu_op`` of the same thread."""
-    ops = ev[ev["kind"] == "cpu_op"].sort_values(["tid", "ts_ns", "dur_ns"], ascending=[True, True, False])
-    if len(ops) == 0:
-        return ops
-    start = ops["ts_ns"].to_numpy(np.int64)
-    end = start + ops["dur_ns"].to_numpy(np.int64)
-    tid = ops["tid"].to_numpy()
+    """``cpu_op`` events not nested inside another ``cpu_op`` of the same thread, ordered by
+    thread, start and longest first."""
+    pos = np.flatnonzero(kind_mask(ev, ("cpu_op",)))
+    tid = ev["tid"].to_numpy()[pos]
+    start = ev["ts_ns"].to_numpy(np.int64)[pos]
+    dur = ev["dur_ns"].to_numpy(np.int64)[pos]
+    order = np.lexsort((-dur, start, tid))  # stable
+    pos, tid, start, dur = pos[order], tid[order], start[order], dur[order]
+    if pos.size == 0:
+        return take_rows(ev, pos)
+    end = start + dur
     # an op is nested if it starts before the running max of earlier ends in its thread
     new_thread = np.r_[True, tid[1:] != tid[:-1]]
     grp = np.cumsum(new_thread) - 1
@@ -225,7 +227,7 @@ def top_level_cpu_ops(ev: pd.DataFrame) -> pd.DataFrame:
     prev_max[1:] = cummax[:-1]
     prev_max[new_thread] = np.iinfo(np.int64).min
     top = start >= prev_max
-    return ops[top]
+    return take_rows(ev, pos[top])
 
 
 def summarize(timelines: list[RankTimeline]) -> dict[str, Any]:
