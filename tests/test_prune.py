@@ -137,3 +137,26 @@ def test_kind_mask_and_strings_at() -> None:
     assert got[1:].tolist() == df["name"].astype(str).to_numpy()[rows][1:].tolist() == ["a", "c"]
     assert pd.isna(got[0])  # missing stays missing, as with astype(str)
     assert strings_at(df["label"], rows).tolist() == ["u", "x", "z"]
+
+
+def test_duration_groups_match_pandas_groupby() -> None:
+    from analyzer.analyses.tables import duration_groups, used_codes
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    act = pd.DataFrame({
+        "name": pd.Categorical.from_codes(rng.integers(-1, 40, n), categories=[f"k{i}" for i in range(40)]),
+        "category": pd.Categorical.from_codes(rng.integers(-1, 4, n), categories=list("abcd")),
+        "dur_ns": rng.integers(0, 10**12, n),
+    })
+    got = duration_groups(act, ("name", "category"))
+    ref = (act.assign(name=act["name"].astype(str), category=act["category"].astype(str))
+           .groupby(["name", "category"], sort=False)["dur_ns"].agg(["sum", "count", "max"])
+           .reset_index())
+    assert got["name"].tolist() == ref["name"].tolist()
+    assert got["category"].tolist() == ref["category"].tolist()
+    for c in ("sum", "count", "max"):
+        assert got[c].tolist() == ref[c].tolist()
+    assert duration_groups(act.iloc[:0], ("name",)).empty
+    codes = np.array([3, -1, 3, 0, 7], dtype=np.int16)
+    assert used_codes(codes, codes != 0, 8).tolist() == [3, 7]

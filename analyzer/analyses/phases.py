@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.analyses.tables import codes_of, kind_mask, strings_at, take_rows
+from analyzer.analyses.tables import codes_of, kind_mask, strings_at, take_rows, used_codes
 from analyzer.model import CATEGORIES, GPU_ACTIVITY_KINDS, Trace
 
 if sys.version_info >= (3, 11):
@@ -80,10 +80,9 @@ def match_rows(events: pd.DataFrame, spec: Mapping[str, Any]) -> tuple[np.ndarra
     names = events["name"]
     codes = names.cat.codes.to_numpy()
     cats = names.cat.categories
-    used = np.unique(codes[kind_ok])
     rx = spec["re"]
     hits: dict[int, re.Match] = {}
-    for c in used[used >= 0].tolist():
+    for c in used_codes(codes, kind_ok, len(cats)).tolist():
         m = rx.search(str(cats[c]))
         if m is not None:
             hits[c] = m

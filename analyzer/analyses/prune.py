@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer.analyses.phases import markers
-from analyzer.analyses.tables import kind_mask, take_rows
+from analyzer.analyses.tables import kind_mask, take_rows, used_codes
 from analyzer.model import Trace
 
 FRAME_KIND = "python_function"
@@ -47,8 +47,7 @@ def frames_to_keep(events: pd.DataFrame) -> np.ndarray | None:
     cats = names.cat.categories
     keep_name = np.zeros(len(cats) + 1, bool)  # last slot: missing name (code -1), never kept
     patterns = frame_patterns()
-    used = np.unique(codes[is_frame])
-    for c in used[used >= 0].tolist():  # once per unique frame name
+    for c in used_codes(codes, is_frame, len(cats)).tolist():  # once per unique frame name
         text = str(cats[c])
         keep_name[c] = any(p.search(text) for p in patterns)
     keep = ~is_frame | keep_name[codes]
