@@ -1,0 +1,369 @@
+"""Decoded Kineto events -> numpy columns of the event table, slice by slice.
+
+Every column is filled by ``np.fromiter(map(attrgetter(...), events))``, a C loop. Names
+and categories are interned into dense codes (first appearance order). ``args`` are read
+only from the events whose kind can carry them: Kineto never gives ``python_function``
+events (most of an SGLang trace) a device, stream, correlation or External id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analyzer.model import EVENT_COLUMNS, KINDS, BadInputError
+from analyzer.readers.kineto_decode import (
+    ARG_DEFAULT,
+    ARG_SPEC,
+    COLLECTIVE_KEY,
+    Codes,
+    as_int,
+    as_str,
+)
+
+__all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "Columns"]
+
+#: Kineto ``cat`` -> event kind (anything else is "other").
+CAT_TO_KIND: dict[str, str] = {
+    "kernel": "kernel",
+    "Kernel": "kernel",
+    "gpu_memcpy": "memcpy",
+    "Memcpy": "memcpy",
+    "gpu_memset": "memset",
+    "Memset": "memset",
+    "cuda_runtime": "cuda_runtime",
+    "Runtime": "cuda_runtime",
+    "cuda_driver": "cuda_driver",
+    "Driver": "cuda_driver",
+    "cpu_op": "cpu_op",
+    "Operator": "cpu_op",
+    "user_annotation": "user_annotation",
+    "User annotation": "user_annotation",
+    "gpu_user_annotation": "gpu_user_annotation",
+    "python_function": "python_function",
+}
+_GPU_KINDS = ("kernel", "memcpy", "memset", "gpu_user_annotation")
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+_PYTHON = _KIND_CODE["python_function"]
+_GPU_CODES = np.array([_KIND_CODE[k] for k in _GPU_KINDS], dtype=np.int8)
+_COPY_CODES = np.array([_KIND_CODE["memcpy"], _KIND_CODE["memset"]], dtype=np.int8)
+#: kinds that can carry a correlation id / an External id (see ``_ArgColumns``)
+_CORR_CODES = np.array(
+    [_KIND_CODE[k] for k in (*_GPU_KINDS, "cuda_runtime", "cuda_driver", "other")], dtype=np.int8
+)
+_EXT_CODES = np.array([i for k, i in _KIND_CODE.items() if k != "python_function"], dtype=np.int8)
+
+#: NCCL ``dtype`` arg (lower-cased) -> bytes per element.
+DTYPE_BYTES: dict[str, int] = {
+    "float": 4, "float32": 4, "double": 8, "float64": 8, "half": 2, "float16": 2,
+    "bfloat16": 2, "int": 4, "int32": 4, "long": 8, "int64": 8, "short": 2, "int16": 2,
+    "byte": 1, "uint8": 1, "char": 1, "int8": 1, "bool": 1, "uint16": 2, "uint32": 4,
+    "uint64": 8, "complexhalf": 4, "complexfloat": 8, "complexdouble": 16,
+    "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1, "float8_e5m2fnuz": 1,
+}  # fmt: skip
+
+
+class CatKinds(dict):  # type: ignore[type-arg]
+    """``cat`` -> kind code; unknown categories are looked up once, then cached."""
+
+    def __missing__(self, cat: str) -> int:
+        code = _KIND_CODE[CAT_TO_KIND.get(cat, "other")]
+        self[cat] = code
+        return code
+
+
+def _categorical(codes: np.ndarray, table: Codes) -> pd.Categorical:
+    """A Categorical from dense codes into ``table`` (categories in first-seen order)."""
+    cats = pd.Index(list(table), dtype=object)
+    return pd.Categorical.from_codes(codes, categories=cats)
+
+
+def _int_column(events: list[Any], get: Callable[[Any], Any], n: int) -> np.ndarray:
+    """int64 column from ints, floats or strings such as ``"stream 7"`` (-1 if no number)."""
+    try:
+        return np.fromiter(map(get, events), dtype=np.int64, count=n)
+    except (ValueError, TypeError, OverflowError):
+        pass
+    codes, uniques = pd.factorize(np.array(list(map(get, events)), dtype=object))
+    table = np.array([as_int(u) for u in uniques], dtype=np.int64)
+    return table[codes]
+
+
+def _us_to_ns(us: np.ndarray) -> np.ndarray:
+    """Microseconds -> int64 ns as ``round(us * 1000)``; exact for integral epoch values.
+
+    Past 2**53 ns (~104 days of ns) a float product loses ns, so there the whole
+    microseconds are scaled as integers and only the fraction is rounded.
+    """
+    scaled = us * 1000.0
+    out = np.rint(scaled).astype(np.int64)
+    big = np.abs(scaled) >= 2.0**53
+    if big.any():
+        whole = np.floor(us[big])
+        out[big] = whole.astype(np.int64) * 1000 + np.rint((us[big] - whole) * 1000.0).astype(
+            np.int64
+        )
+    return out
+
+
+_GET_TS, _GET_DUR, _GET_CAT, _GET_NAME, _GET_PID, _GET_TID, _GET_ARGS = (
+    attrgetter(a) for a in ("ts", "dur", "cat", "name", "pid", "tid", "args")
+)
+
+
+class _ArgColumns:
+    """Typed ``args`` of the rows of one slice that may carry them.
+
+    ``rows`` (a boolean mask over the slice, or None for all rows) selects the events
+    whose args are read at all; ints are then read only for the kinds that can carry
+    them (e.g. device/stream on GPU events).
+    """
+
+    def __init__(
+        self, events: list[Any], keys: frozenset[str], kind: np.ndarray, rows: np.ndarray | None
+    ) -> None:
+        self.n = len(events)
+        self.rows = rows
+        sub = events if rows is None else list(compress(events, rows))
+        self.args = list(map(_GET_ARGS, sub))
+        self.kind = kind if rows is None else kind[rows]
+        self.attrs = {attr for key, attr, _t, _d in ARG_SPEC if key in keys}
+
+    def _spread(self, values: np.ndarray, default: Any) -> np.ndarray:
+        if self.rows is None:
+            return values
+        out = np.full(self.n, default, dtype=values.dtype)
+        out[self.rows] = values
+        return out
+
+    def ints(self, attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
+        """Int arg ``attr`` of events whose kind is in ``kinds`` (all if None), else default."""
+        mask = None if kinds is None else np.isin(self.kind, kinds)
+        return self._spread(self._ints_where(attr, mask), ARG_DEFAULT[attr])
+
+    def ints_where(self, attr: str, mask: np.ndarray) -> np.ndarray:
+        """Int arg ``attr`` where ``mask`` (over the whole slice) holds, else default."""
+        sub = mask if self.rows is None else mask[self.rows]
+        return self._spread(self._ints_where(attr, sub), ARG_DEFAULT[attr])
+
+    def _ints_where(self, attr: str, mask: np.ndarray | None) -> np.ndarray:
+        default = ARG_DEFAULT[attr]
+        n = len(self.args)
+        if attr not in self.attrs:
+            return np.full(n, default, dtype=np.int64)
+        get = attrgetter(attr)
+        k = n if mask is None else int(mask.sum())
+        if k == n:
+            return _ints(map(get, self.args), n)
+        out = np.full(n, default, dtype=np.int64)
+        if k:
+            out[mask] = _ints(map(get, compress(self.args, mask)), k)
+        return out
+
+    def values(self, attr: str) -> list[str]:
+        """String arg ``attr`` of every row of the slice (requires ``rows`` None)."""
+        if attr not in self.attrs:
+            return [ARG_DEFAULT[attr]] * self.n
+        out = list(map(attrgetter(attr), self.args))
+        if not all(type(v) is str for v in out):
+            out = [as_str(v) for v in out]
+        return out
+
+
+def _ints(values: Iterable[Any], n: int) -> np.ndarray:
+    """int64 array from arg values (ints fast; floats, numeric strings, None coerced)."""
+    items = list(values)
+    try:
+        return np.fromiter(items, dtype=np.int64, count=n)
+    except (ValueError, TypeError, OverflowError):
+        return np.array([as_int(v) for v in items], dtype=np.int64)
+
+
+class Columns:
+    """Accumulates numpy columns slice by slice.
+
+    ``names``/``cats`` are shared with the decoder's ``Vocabulary``: every name and
+    category seen is interned there.
+    """
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[Any]] = {k: [] for k in EVENT_COLUMNS}
+        self.names = Codes()
+        self.collectives = Codes()
+        self.pg_names = Codes()
+        self.kinds = CatKinds()
+        self.n = 0
+
+    def add(self, events: list[Any], keys: frozenset[str], file_name: str) -> None:
+        """Append the columns of one decoded slice (``keys``: the args keys decoded)."""
+        n = len(events)
+        if n == 0:
+            return
+        ts_us = np.fromiter(map(_GET_TS, events), dtype=np.float64, count=n)
+        dur_us = np.fromiter(map(_GET_DUR, events), dtype=np.float64, count=n)
+        if not np.isfinite(ts_us).all():
+            bad = int(np.flatnonzero(~np.isfinite(ts_us))[0])
+            raise BadInputError(
+                f"{file_name}: event {events[bad].name!r} has no numeric timestamp (ts)"
+            )
+        bad_dur = ~np.isfinite(dur_us) | (dur_us < 0)
+        if bad_dur.any():
+            i = int(np.flatnonzero(bad_dur)[0])
+            raise BadInputError(
+                f"{file_name}: event {events[i].name!r} has an invalid duration {dur_us[i]!r} us"
+            )
+        kind = np.fromiter(map(self.kinds.__getitem__, map(_GET_CAT, events)), np.int8, count=n)
+        names = np.fromiter(map(self.names.__getitem__, map(_GET_NAME, events)), np.int32, count=n)
+        pid = _int_column(events, _GET_PID, n)
+        tid = _int_column(events, _GET_TID, n)
+        collectives = COLLECTIVE_KEY in keys
+        cols: _ArgColumns | None = None
+        if collectives:  # collective args are read from every kind
+            cols = _ArgColumns(events, keys, kind, None)
+        else:
+            rows = kind != _PYTHON
+            if rows.all():
+                cols = _ArgColumns(events, keys, kind, None)
+            elif rows.any():
+                cols = _ArgColumns(events, keys, kind, rows)
+
+        def arg(attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
+            if cols is None:
+                return np.full(n, ARG_DEFAULT[attr], dtype=np.int64)
+            return cols.ints(attr, kinds)
+
+        gpu = np.isin(kind, _GPU_CODES)
+        if gpu.any():
+            a_dev, a_stream = arg("device", _GPU_CODES), arg("stream", _GPU_CODES)
+            device = np.where(gpu, np.where(a_dev >= 0, a_dev, pid), -1).astype(np.int32)
+            stream = np.where(gpu, np.where(a_stream >= 0, a_stream, tid), -1).astype(np.int32)
+        else:
+            device = stream = np.full(n, -1, dtype=np.int32)
+        ext = arg("external_id", _EXT_CODES)
+        missing = (ext < 0) & np.isin(kind, _EXT_CODES)
+        if cols is not None and missing.any():  # the 2021 schema's "external id"
+            ext = np.where(missing, cols.ints_where("external_id_old", missing), ext)
+        msg = np.full(n, -1, dtype=np.int64)
+        seq = np.full(n, -1, dtype=np.int64)
+        pg_size = np.full(n, -1, dtype=np.int32)
+        if cols is not None and collectives:
+            coll_strs = cols.values("collective")
+            coll = np.fromiter(map(self.collectives.__getitem__, coll_strs), np.int32, count=n)
+            has_coll = np.fromiter(map(bool, coll_strs), dtype=bool, count=n)
+            nelems = arg("in_nelems")
+            dt_codes, dt_uniques = pd.factorize(
+                np.array([d.lower() for d in cols.values("dtype")], dtype=object)
+            )
+            size = np.array([DTYPE_BYTES.get(u, -1) for u in dt_uniques], dtype=np.int64)
+            size = size[dt_codes]
+            ok = has_coll & (nelems >= 0) & (size > 0)
+            msg[ok] = nelems[ok] * size[ok]
+            pg = np.fromiter(map(self.pg_names.__getitem__, cols.values("pg_name")), np.int32, n)
+            pg_size = arg("group_size").astype(np.int32)
+            seq = arg("seq")
+            seq = np.where(seq >= 0, seq, arg("seq_lower"))
+        else:
+            coll = np.full(n, self.collectives[""], dtype=np.int32)
+            pg = np.full(n, self.pg_names[""], dtype=np.int32)
+        copy = np.isin(kind, _COPY_CODES)
+        if copy.any():
+            nbytes = arg("nbytes", _COPY_CODES)
+            copy &= nbytes >= 0
+            msg[copy] = nbytes[copy]
+        self._put("ts_ns", _us_to_ns(ts_us))
+        self._put("dur_ns", _us_to_ns(dur_us))
+        self._put("kind", kind)
+        self._put("name", names)
+        self._put("pid", pid)
+        self._put("tid", tid)
+        self._put("device", device)
+        self._put("stream", stream)
+        self._put("correlation", arg("correlation", _CORR_CODES))
+        self._put("external_id", ext)
+        self._put("collective", coll)
+        self._put("msg_bytes", msg)
+        self._put("pg_name", pg)
+        self._put("pg_size", pg_size)
+        self._put("seq", seq)
+        self.n += n
+
+    def _put(self, key: str, arr: np.ndarray) -> None:
+        """Keep a slice's column; a constant one (e.g. all -1) is kept as ``_Const``."""
+        constant = key not in ("ts_ns", "dur_ns") and arr.size and arr[0] == arr[-1]
+        if constant and (arr == arr[0]).all():
+            self.parts[key].append(_Const(arr.size, arr[0].item()))
+            return
+        self.parts[key].append(arr)
+
+    def frame(self) -> pd.DataFrame:
+        """The event table, sorted by ``ts_ns`` (stable).
+
+        Columns are assembled one at a time; the sort gathers into a spare array that is
+        then reused for the next column of the same dtype (fewer fresh pages to fault in).
+        """
+        cols: dict[str, Any] = {}
+        order: np.ndarray | None = None
+        ts, _const = _cat(self.parts.pop("ts_ns"), np.int64)
+        if ts.size and (np.diff(ts) < 0).any():
+            order = np.argsort(ts, kind="stable")
+            ts = ts[order]
+        cols["ts_ns"] = ts
+        spare: dict[Any, np.ndarray] = {}
+        for key, dtype in EVENT_COLUMNS.items():
+            if key == "ts_ns":
+                continue
+            np_dtype = np.dtype(np.int8 if key == "kind" else _NP_DTYPE[dtype])
+            arr, const = _cat(self.parts.pop(key), np_dtype)
+            if order is not None and not const:
+                out = spare.pop(np_dtype, None)
+                if out is None:
+                    out = np.empty_like(arr)
+                # "clip": a valid permutation needs no bounds check, and numpy then writes
+                # straight into ``out`` instead of into a temporary copy
+                np.take(arr, order, out=out, mode="clip")
+                spare[np_dtype], arr = arr, out
+            if key == "kind":
+                cols[key] = pd.Categorical.from_codes(arr, categories=pd.Index(KINDS, dtype=object))
+            elif key == "name":
+                cols[key] = _categorical(arr, self.names)
+            elif key == "collective":
+                cols[key] = _categorical(arr, self.collectives)
+            elif key == "pg_name":
+                cols[key] = _categorical(arr, self.pg_names)
+            else:
+                cols[key] = arr
+        return pd.DataFrame(cols, copy=False)
+
+
+_NP_DTYPE = {"category": np.int32, "int32": np.int32, "int64": np.int64}
+
+
+@dataclass(frozen=True)
+class _Const:
+    """A slice's column whose rows all hold one value (saves memory while reading)."""
+
+    n: int
+    value: int
+
+
+def _cat(parts: list[Any], dtype: Any) -> tuple[np.ndarray, bool]:
+    """One array of ``dtype`` from a column's slices (arrays or ``_Const``); constant?"""
+    total = sum(p.n if isinstance(p, _Const) else len(p) for p in parts)
+    values = {p.value for p in parts if isinstance(p, _Const)}
+    if all(isinstance(p, _Const) for p in parts) and len(values) <= 1:
+        parts.clear()
+        return np.full(total, values.pop() if values else 0, dtype=dtype), True
+    out = np.empty(total, dtype=dtype)
+    pos = 0
+    for p in parts:
+        n = p.n if isinstance(p, _Const) else len(p)
+        out[pos : pos + n] = p.value if isinstance(p, _Const) else p
+        pos += n
+    parts.clear()
+    return out, False
