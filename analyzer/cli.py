@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import operator
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
+from .fileio import write_atomically
 from .model import BadInputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_THRESHOLD = 0, 1, 2, 3
@@ -97,25 +96,6 @@ def check_thresholds(doc: dict[str, Any], exprs: Sequence[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------
 # output helpers
 # ------------------------------------------------------------------------------------------
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file + rename: no partial file on failure."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise BadInputError(f"output directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class ProgressBar:

@@ -359,8 +359,7 @@ def test_end_to_end_from_analyzer_report(shared_traces, tmp_path) -> None:
         timeout=300,
         cwd=REPO,
     )
-    if rep.returncode != 0:
-        pytest.skip(f"trace-analyzer analyze failed in this tree: {rep.stderr.strip()[:200]}")
+    assert rep.returncode == 0, rep.stderr
     report_path = tmp_path / "report.json"
     report_path.write_text(rep.stdout)
     res = run("--model", "qwen3-235b-a22b", "--gpu", "mi300x", "--tp", "8",
@@ -373,3 +372,22 @@ def test_end_to_end_from_analyzer_report(shared_traces, tmp_path) -> None:
         assert any("no calibration figures" in n for n in d["notes"])
     else:
         assert d["calibrated_from_trace"], "report figures must show up as measured rates"
+
+
+def test_plan_calibrated_by_a_report_with_measured_rates(tmp_path) -> None:
+    """The synthetic KV-bound capture measures HBM bandwidth and a decode step: the plan uses them."""
+    scenario = REPO / "sample_traces" / "synthetic" / "kv_bound_decode_cuda_graph"
+    rep = subprocess.run(
+        [sys.executable, "-m", "analyzer.cli", "analyze", str(scenario), "--format", "json"],
+        check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert rep.returncode == 0, rep.stderr
+    cal = json.loads(rep.stdout)["calibration"]
+    assert cal["hbm_gbps"] and cal["decode_step_us"]
+    report_path = tmp_path / "report.json"
+    report_path.write_text(rep.stdout)
+    res = run("--model", "llama-3.1-8b", "--from-report", str(report_path), "--format", "json")
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert d["gpu"]["name"].lower().startswith("h200") or "h200" in json.dumps(d["gpu"]).lower()
+    assert d["calibrated_from_trace"], d["notes"]

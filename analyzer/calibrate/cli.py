@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from analyzer.fileio import write_atomically
 from analyzer.model import BadInputError
 
 
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if doc is None:  # a torchrun rank other than 0
         return 0
-    out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_atomically(out, json.dumps(doc, indent=2) + "\n")
     print(summary(doc))
     for n in doc["details"]["notes"]:
         print(f"note: {n}", file=sys.stderr)

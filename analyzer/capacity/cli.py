@@ -22,6 +22,7 @@ from analyzer.capacity.presets import (
 )
 from analyzer.capacity.render import render, render_presets
 from analyzer.capacity.specs import Efficiency, MemoryBudget, Parallelism, Workload
+from analyzer.fileio import write_atomically
 from analyzer.model import BadInputError
 
 DEFAULT_GPU = "h100-sxm"
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         text = render(build_plan(args), args.format)
     if args.output:
         try:
-            Path(args.output).write_text(text, "utf-8")
+            write_atomically(Path(args.output), text)
         except OSError as exc:
             raise BadInputError(f"cannot write {args.output}: {exc.strerror}") from None
     else:

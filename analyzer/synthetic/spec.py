@@ -14,20 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Ground-truth categories (same vocabulary as ``analyzer.model.CATEGORIES``).
-CATEGORIES: tuple[str, ...] = (
-    "attention_prefill",
-    "attention_decode",
-    "kv_cache",
-    "gemm",
-    "moe",
-    "communication",
-    "elementwise",
-    "sampling",
-    "memcpy",
-    "memset",
-    "other",
-)
+#: Ground-truth categories: the analyzer's fixed vocabulary (a contract, not an implementation).
+from analyzer.model import CATEGORIES as CATEGORIES  # noqa: E402  (re-exported)
+
 #: Categories whose kernels take their phase (EXTEND/MIXED -> prefill, DECODE -> decode).
 ATTENTION = "attention"
 PHASES: tuple[str, ...] = ("EXTEND", "DECODE", "MIXED", "IDLE", "TARGET_VERIFY")
