@@ -22,6 +22,7 @@ from analyzer.readers.kineto_decode import (
     ARG_DEFAULT,
     ARG_SPEC,
     COLLECTIVE_KEY,
+    DROP,
     Codes,
     as_int,
     as_str,
@@ -112,9 +113,51 @@ def _us_to_ns(us: np.ndarray) -> np.ndarray:
     return out
 
 
-_GET_TS, _GET_DUR, _GET_CAT, _GET_NAME, _GET_PID, _GET_TID, _GET_ARGS = (
-    attrgetter(a) for a in ("ts", "dur", "cat", "name", "pid", "tid", "args")
-)
+_GET_TS, _GET_DUR, _GET_ARGS = (attrgetter(a) for a in ("ts", "dur", "args"))
+_GET_KEY = attrgetter("cat", "name", "pid", "tid")
+
+
+class _RowKeys(dict):  # type: ignore[type-arg]
+    """``(cat, name, pid, tid)`` -> code, with the kind/name/pid/tid columns of each code.
+
+    A trace repeats a few thousand such combinations over millions of events, so one dict
+    lookup per event (interned strings, small ints) replaces four attribute reads and
+    conversions; the columns are then gathered from small tables. ``pid``/``tid`` become
+    ints as ``as_int`` reads them (``"stream 7"`` -> 7, ``3.0`` -> 3). Events of other
+    phases (``cat is DROP``) get kind -1.
+    """
+
+    def __init__(self, kinds: CatKinds, names: Codes) -> None:
+        super().__init__()
+        self.kinds = kinds
+        self.names = names
+        self._parts: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+        self._tables: tuple[np.ndarray, ...] = ()
+        self.drops = False  # has a code of kind -1
+
+    def __missing__(self, key: tuple[Any, Any, Any, Any]) -> int:
+        cat, name, pid, tid = key
+        code = self[key] = len(self)
+        kind, names, pids, tids = self._parts
+        if cat is DROP:
+            self.drops = True
+            kind.append(-1)
+            names.append(-1)
+        else:
+            kind.append(self.kinds[cat])
+            names.append(self.names[name])
+        pids.append(pid if type(pid) is int else as_int(pid))
+        tids.append(tid if type(tid) is int else as_int(tid))
+        return code
+
+    def columns(self, codes: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(kind int8, name int32, pid int64, tid int64) of rows with these codes."""
+        if not self._tables or len(self._tables[0]) != len(self):
+            self._tables = tuple(
+                np.array(part, dtype=dt)
+                for part, dt in zip(self._parts, (np.int8, np.int32, np.int64, np.int64))
+            )
+        return tuple(t[codes] for t in self._tables)
 
 
 class _ArgColumns:
@@ -198,13 +241,27 @@ class Columns:
         self.collectives = Codes()
         self.pg_names = Codes()
         self.kinds = CatKinds()
+        self.rows = _RowKeys(self.kinds, self.names)
         self.n = 0
 
     def add(self, events: list[Any], keys: frozenset[str], file_name: str) -> None:
-        """Append the columns of one decoded slice (``keys``: the args keys decoded)."""
+        """Append the columns of one decoded slice (``keys``: the args keys decoded).
+
+        Events with ``cat is DROP`` (other phases than "X") are left out.
+        """
         n = len(events)
         if n == 0:
             return
+        codes = np.fromiter(map(self.rows.__getitem__, map(_GET_KEY, events)), np.int32, count=n)
+        kind, names, pid, tid = self.rows.columns(codes)
+        if self.rows.drops:
+            keep = kind >= 0
+            if not keep.all():
+                events = list(compress(events, keep))
+                n = len(events)
+                if n == 0:
+                    return
+                kind, names, pid, tid = kind[keep], names[keep], pid[keep], tid[keep]
         ts_us = np.fromiter(map(_GET_TS, events), dtype=np.float64, count=n)
         dur_us = np.fromiter(map(_GET_DUR, events), dtype=np.float64, count=n)
         if not np.isfinite(ts_us).all():
@@ -218,10 +275,6 @@ class Columns:
             raise BadInputError(
                 f"{file_name}: event {events[i].name!r} has an invalid duration {dur_us[i]!r} us"
             )
-        kind = np.fromiter(map(self.kinds.__getitem__, map(_GET_CAT, events)), np.int8, count=n)
-        names = np.fromiter(map(self.names.__getitem__, map(_GET_NAME, events)), np.int32, count=n)
-        pid = _int_column(events, _GET_PID, n)
-        tid = _int_column(events, _GET_TID, n)
         collectives = COLLECTIVE_KEY in keys
         cols: _ArgColumns | None = None
         if collectives:  # collective args are read from every kind

@@ -22,7 +22,18 @@ from typing import Any, Literal, Union
 
 import msgspec
 
-__all__ = ["ARG_DEFAULT", "ARG_SPEC", "BadValue", "SliceDecoder", "Vocabulary", "as_int", "as_str"]
+__all__ = [
+    "ARG_DEFAULT",
+    "ARG_SPEC",
+    "COLLECTIVE_KEY",
+    "DROP",
+    "BadValue",
+    "Codes",
+    "SliceDecoder",
+    "Vocabulary",
+    "as_int",
+    "as_str",
+]
 
 #: Arg values as found in the wild: ROCm writes ``"bytes": "60"``, some exporters floats.
 _LooseInt = Union[int, float, str, None]  # noqa: UP007 - a runtime type for msgspec
@@ -59,8 +70,23 @@ _OTHER_PHASES = "BEiIbneCstfPONDMRcv()"
 MAX_VOCABULARY = 20_000
 
 
+#: ``cat`` of events of other phases: their rows are dropped by the columns
+DROP = object()
+
+
 class _Other(msgspec.Struct, gc=False, tag_field="ph"):
-    """An event of another phase (metadata, instant, flow...): nothing is kept."""
+    """An event of another phase (metadata, instant, flow...): nothing is decoded.
+
+    The class attributes let the column readers treat it like a complete event, so a
+    slice needs no filtering pass; ``cat is DROP`` marks the rows to drop.
+    """
+
+    cat = DROP
+    name = ""
+    pid = 0
+    tid = 0
+    ts = 0.0
+    dur = 0.0
 
 
 _OTHERS = tuple(
@@ -202,9 +228,13 @@ _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 
 
 def _decode(typed: _Typed, piece: memoryview) -> list[Any]:
-    """Complete events of one slice; ``msgspec.DecodeError`` on malformed JSON."""
+    """Events of one slice (other phases included, with ``cat is DROP``).
+
+    Raises ``msgspec.DecodeError`` on malformed JSON, ``msgspec.ValidationError`` on
+    a value of an unexpected type.
+    """
     try:
-        events = typed.decoder.decode(piece)
+        return typed.decoder.decode(piece)  # type: ignore[no-any-return]
     except msgspec.ValidationError:
         raise
     except msgspec.DecodeError as exc:
@@ -219,8 +249,6 @@ def _decode(typed: _Typed, piece: memoryview) -> list[Any]:
                     "non-finite number (NaN/Infinity) in an event: invalid duration or timestamp"
                 ) from None
         raise
-    event_type = typed.event_type
-    return [e for e in events if type(e) is event_type]
 
 
 # --------------------------------------------------------------------------------------
@@ -279,7 +307,9 @@ Decoded = tuple[list[Any], frozenset[str]]
 
 
 class SliceDecoder:
-    """Decode ``[...]`` slices of one file into (complete events, args keys decoded).
+    """Decode ``[...]`` slices of one file into (events, args keys decoded).
+
+    Events of other phases than "X" are included with ``cat is DROP``.
 
     The collective args are decoded from the first slice whose bytes mention
     ``"Collective name`` on (one byte search per slice until then). Raises
