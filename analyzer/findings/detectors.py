@@ -78,10 +78,13 @@ def prefill_attention(ctx: Context) -> Finding | None:
     title = "Prefill attention dominates: long-context prefill" if dominates and growth == "quadratic" \
         else "Prefill attention time"
     chunk_txt = f"(now {chunk})" if chunk not in (None, -1) else "(now unset/disabled)"
-    rec = (f"Prefill attention grows {growth} with the prompt length. Cap prefill chunks with "
+    how = (f"Prefill attention grows {growth}ly with the prompt length" if growth in ("linear", "quadratic")
+           else "How prefill attention grows with the prompt length is unknown (fewer than "
+                "three EXTEND steps, or fewer than two distinct prompt lengths)")
+    rec = (how + ". Cap prefill chunks with "
            f"--chunked-prefill-size 4096-8192 {chunk_txt} so long prompts interleave with decode; "
-           "keep prefix caching on (RadixAttention) for shared prefixes; use the FA3/FlashInfer "
-           "prefill backend on Hopper; for long prompts at scale split prefill and decode "
+           "keep prefix caching on (RadixAttention) for shared prefixes; use the fastest prefill "
+           "backend for the GPU (FA3/FlashInfer on Hopper, aiter on MI300); for long prompts at scale split prefill and decode "
            "(PD disaggregation) or raise TP for the prefill instances.")
     ev = {"attention_prefill_us": t, "growth": growth, "fit": pf.get("fit"),
           "attention_tflops": pf.get("attention_tflops"), "chunked_prefill_size": chunk,
@@ -233,7 +236,7 @@ def gemm_compute(ctx: Context) -> Finding | None:
     t = med(ctx.figs, "cat_gemm_us")
     tf = ctx.sections.get("prefill", {}).get("summary", {}).get("gemm_tflops")
     rec = ("GEMMs are the largest busy share: FP8 weights (--quantization fp8) roughly halve "
-           "their time on Hopper; larger batches raise their efficiency; check the achieved "
+           "their time on FP8-capable GPUs (Hopper, Blackwell, MI300); larger batches raise their efficiency; check the achieved "
            "TFLOP/s against the GPU peak" + (f" (prefill GEMMs: {tf:.0f} TFLOP/s)" if tf else "") + ".")
     return ctx.make("gemm_compute", "GEMM compute", t,
                     {"gemm_us": t, "gemm_tflops": tf, "top_kernels": _top_kernels(ctx, "gemm")}, rec)
