@@ -53,29 +53,48 @@ _CLASS[ord("}")] = _CLASS[ord("]")] = 2
 _CLASS[ord(",")] = 3
 
 
-def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+def iter_file_bytes(
+    path: Path, progress: Callable[[int], None] | None = None, *, reuse: bool = False
+) -> Iterator[bytes | memoryview]:
     """Yield the uncompressed content of ``path`` in blocks (gzip detected by magic).
 
     A gzip file is inflated by a helper thread (zlib releases the GIL), so inflating the
     next blocks overlaps with parsing the current one; at most a few blocks are queued.
     ``progress`` receives the number of on-disk bytes consumed (called in this thread).
     Raises ``BadInputError`` for a truncated or corrupt gzip stream.
+
+    With ``reuse`` a plain file is read into one buffer that every block reuses: a block
+    (a memoryview) is only valid until the next one is requested. This spares a fresh
+    allocation per block, whose page faults cost as much as the read on some VMs.
     """
-    with open(path, "rb") as fh:
+    with open(path, "rb", buffering=0) as fh:
         first = fh.read(READ_BLOCK_BYTES)
         if first[:2] != GZIP_MAGIC:
-            data = first
-            while data:
+            if not reuse:
+                data = first
+                while data:
+                    if progress:
+                        progress(len(data))
+                    yield data
+                    data = fh.read(READ_BLOCK_BYTES)
+                return
+            if first:
                 if progress:
-                    progress(len(data))
-                yield data
-                data = fh.read(READ_BLOCK_BYTES)
+                    progress(len(first))
+                yield first
+            block = bytearray(READ_BLOCK_BYTES)
+            with memoryview(block) as view:
+                while n := fh.readinto(view):
+                    if progress:
+                        progress(n)
+                    with view[:n] as data:
+                        yield data
             return
-        for block, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first)):
+        for data, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first)):
             if progress and disk_bytes:
                 progress(disk_bytes)
-            if block:
-                yield block
+            if data:
+                yield data
 
 
 def _in_thread(make: Callable[[], Iterator[_T]], depth: int = 3) -> Iterator[_T]:
@@ -229,7 +248,9 @@ def exact_cut(buf: bytes, start: int) -> _Cut:
     return _Cut(end=start, closed_at=-1)
 
 
-def fast_cuts(buf: bytes, start: int, end: int, eof: bool, tries: int = 3) -> Iterator[_Cut]:
+def fast_cuts(
+    buf: bytes | bytearray, start: int, end: int, eof: bool, tries: int = 3
+) -> Iterator[_Cut]:
     """Candidate cuts: the last few ``}`` followed by ``, {`` or ``]`` in ``buf[start:end]``."""
     i = end
     found = 0
@@ -238,10 +259,10 @@ def fast_cuts(buf: bytes, start: int, end: int, eof: bool, tries: int = 3) -> It
         if j < 0:
             return
         i = j
-        m = _NEXT_ELEMENT.match(buf, j + 1)
+        m = _NEXT_ELEMENT.match(buf, j + 1, end)
         if m is None:
             continue
-        if m.end() >= len(buf) and not eof and buf[m.end() - 1 : m.end()] != b"]":
+        if m.end() >= end and not eof and buf[m.end() - 1 : m.end()] != b"]":
             continue
         found += 1
         closed = m.end() - 1 if buf[m.end() - 1 : m.end()] == b"]" else -1
@@ -263,46 +284,68 @@ class TraceSplitter:
             ...
         header = sp.header  # bytes of the document without the events, or None
 
-    The buffer is a ``bytearray``; each slice is decoded in place through a memoryview
-    (the separator before the first element is overwritten with ``[`` and the byte after
-    the last one with ``]``), so no slice is copied.
+    The bytes are read into one window (a ``bytearray`` of fixed capacity, grown only for
+    an element larger than it); consumed bytes are dropped by moving the rest to the
+    front, so the window is not reallocated per slice (fresh pages fault slowly on VMs).
+    Each slice is decoded in place through a memoryview (the separator before the first
+    element is overwritten with ``[`` and the byte after the last one with ``]``), so no
+    slice is copied.
     """
 
     def __init__(self, path: Path, progress: Callable[[int], None] | None = None) -> None:
         self.path = path
-        self._blocks = iter_file_bytes(path, progress)
+        self._blocks = iter_file_bytes(path, progress, reuse=True)
         self._eof = False
         self.header: bytes | None = None  # prefix + b"null" + suffix
         self.bare_list = False
         self.total_bytes = 0
+        self.buf = bytearray(TARGET_CHUNK_BYTES + 2 * READ_BLOCK_BYTES + 2)
+        self.end = 0  # the window holds self.buf[:self.end]
 
-    def _more(self, buf: bytearray) -> None:
-        """Append the next block to ``buf`` (sets ``_eof`` at the end of the file)."""
+    def _more(self) -> None:
+        """Append the next block to the window (sets ``_eof`` at the end of the file)."""
         try:
             b = next(self._blocks)
         except StopIteration:
             self._eof = True
             return
-        self.total_bytes += len(b)
-        buf += b
+        n = len(b)
+        self.total_bytes += n
+        end = self.end
+        if end + n + 1 > len(self.buf):  # keep one spare byte for the closing "]"
+            grown = bytearray(max(2 * len(self.buf), end + n + 1))
+            grown[:end] = memoryview(self.buf)[:end]
+            self.buf = grown
+        self.buf[end : end + n] = b
+        self.end = end + n
 
-    def _open(self) -> tuple[bytearray, int, bytes]:
-        """Read up to the start of the events array: (buffer, first element index, prefix)."""
-        buf = bytearray()
-        while not self._eof and _FIRST.match(buf) is None:
-            self._more(buf)
-        m = _FIRST.match(buf)
+    def _drop(self, start: int) -> int:
+        """Drop the bytes before ``start - 1``; return the new index of ``start``."""
+        if start <= 1:
+            return start
+        with memoryview(self.buf) as mv:
+            mv[: self.end - start + 1] = mv[start - 1 : self.end]  # memmove
+        self.end -= start - 1
+        return 1
+
+    def _open(self) -> tuple[int, bytes]:
+        """Read up to the start of the events array: (first element index, prefix)."""
+        buf = self.buf
+        while not self._eof and _FIRST.match(self.buf, 0, self.end) is None:
+            self._more()
+        m = _FIRST.match(self.buf, 0, self.end)
         if m is None:
             raise BadInputError(f"{self.path.name}: empty file")
         first = m.group(1)
         if first == b"[":
             self.bare_list = True
-            return buf, m.end(), b""
+            return m.end(), b""
         if first != b"{":
             raise BadInputError(f"{self.path.name}: not a JSON trace (does not start with {{ or [)")
         search_from = 0
         while True:
-            k = buf.find(_KEY, search_from)
+            buf = self.buf
+            k = buf.find(_KEY, search_from, self.end)
             if k >= 0 and top_level_key_offset(bytes(buf[:k]), k):
                 break
             if k >= 0:
@@ -312,21 +355,21 @@ class TraceSplitter:
                 raise BadInputError(
                     f"{self.path.name}: not a Kineto/Chrome trace (no top-level traceEvents)"
                 )
-            if len(buf) > MAX_HEADER_BYTES:
+            if self.end > MAX_HEADER_BYTES:
                 raise BadInputError(
                     f"{self.path.name}: no traceEvents in the first {MAX_HEADER_BYTES >> 20} MB"
                 )
-            search_from = max(0, len(buf) - len(_KEY))
-            self._more(buf)
+            search_from = max(0, self.end - len(_KEY))
+            self._more()
         j = k + len(_KEY)
         while True:
-            v = _VALUE.match(buf, j)
+            v = _VALUE.match(self.buf, j, self.end)
             if v or self._eof:
                 break
-            self._more(buf)
+            self._more()
         if not v or v.group(1) != b"[":
             raise BadInputError(f"{self.path.name}: traceEvents is not a list")
-        return buf, v.end(), bytes(buf[:k]) + _KEY + b":"
+        return v.end(), bytes(self.buf[:k]) + _KEY + b":"
 
     def iter_decoded(
         self, decode: Callable[[memoryview, bytearray, int, int], object]
@@ -340,29 +383,28 @@ class TraceSplitter:
         JSON and must not keep a reference to the view; a failing fast cut is retried,
         and an error on an exact cut is re-raised.
         """
-        buf, start, prefix = self._open()
+        start, prefix = self._open()
         while True:
             # skip the separator before the next element; keep >= 1 byte before start
             while True:
-                m = _SEP.match(buf, start)
+                m = _SEP.match(self.buf, start, self.end)
                 assert m is not None
                 start = m.end()
-                if start < len(buf) or self._eof:
+                if start < self.end or self._eof:
                     break
-                self._more(buf)
-            if start >= len(buf):
+                self._more()
+            if start >= self.end:
                 raise BadInputError(f"{self.path.name}: truncated JSON (events array not closed)")
-            if buf[start] == 0x5D:  # "]"
-                self._finish(prefix, buf, start)
+            if self.buf[start] == 0x5D:  # "]"
+                self._finish(prefix, start)
                 return
-            if start > 1:  # drop consumed bytes, keeping the byte before start
-                del buf[: start - 1]
-                start = 1
-            while not self._eof and len(buf) - start < TARGET_CHUNK_BYTES:
-                self._more(buf)
+            start = self._drop(start)
+            while not self._eof and self.end - start < TARGET_CHUNK_BYTES:
+                self._more()
+            buf, end = self.buf, self.end
             cut: _Cut | None = None
             result: object = None
-            for cand in fast_cuts(buf, start, len(buf), self._eof):
+            for cand in fast_cuts(buf, start, end, self._eof):
                 try:
                     result = _decode_in_place(buf, start, cand.end, decode)
                 except ValueError:
@@ -370,31 +412,33 @@ class TraceSplitter:
                 cut = cand
                 break
             if cut is None:
-                ex = exact_cut(bytes(buf), start)
+                ex = exact_cut(bytes(buf[:end]), start)
                 if ex.end <= start and ex.closed_at < 0:
                     if self._eof:
                         raise BadInputError(
                             f"{self.path.name}: truncated JSON (events array not closed)"
                         )
-                    self._more(buf)
+                    self._more()
                     continue
                 if ex.end > start:
                     result = _decode_in_place(buf, start, ex.end, decode)
                 else:
-                    self._finish(prefix, buf, ex.closed_at)
+                    self._finish(prefix, ex.closed_at)
                     return
                 cut = ex
             yield result
             if cut.closed_at >= 0:
-                self._finish(prefix, buf, cut.closed_at)
+                self._finish(prefix, cut.closed_at)
                 return
             start = cut.end
 
-    def _finish(self, prefix: bytes, buf: bytearray, close_at: int) -> None:
+    def _finish(self, prefix: bytes, close_at: int) -> None:
         """Collect the bytes after the closing ``]`` of the events array."""
-        suffix = bytearray(buf[close_at + 1 :])
-        while not self._eof:
-            self._more(suffix)
+        suffix = bytearray(self.buf[close_at + 1 : self.end])
+        for b in self._blocks:
+            self.total_bytes += len(b)
+            suffix += b
+        self._eof = True
         if self.bare_list:
             if suffix.strip(_WS):
                 raise BadInputError(f"{self.path.name}: invalid JSON (data after the events list)")
@@ -409,19 +453,16 @@ def _decode_in_place(
     end: int,
     decode: Callable[[memoryview, bytearray, int, int], object],
 ) -> object:
-    """Decode ``[`` + buf[start:end] + ``]`` by patching the bytes around the slice."""
-    before, after = buf[start - 1], buf[end] if end < len(buf) else None
+    """Decode ``[`` + buf[start:end] + ``]`` by patching the bytes around the slice.
+
+    ``buf`` must hold at least one byte after ``end`` (the window keeps a spare byte).
+    """
+    before, after = buf[start - 1], buf[end]
     buf[start - 1] = 0x5B  # "["
-    if after is None:
-        buf.append(0x5D)
-    else:
-        buf[end] = 0x5D  # "]"
+    buf[end] = 0x5D  # "]"
     try:
         with memoryview(buf) as mv, mv[start - 1 : end + 1] as piece:
             return decode(piece, buf, start, end)
     finally:
         buf[start - 1] = before
-        if after is None:
-            buf.pop()
-        else:
-            buf[end] = after
+        buf[end] = after
