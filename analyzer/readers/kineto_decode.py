@@ -264,6 +264,17 @@ class Codes(dict):  # type: ignore[type-arg]
         return code
 
 
+#: ``typing.Literal`` without its module-wide cache (128 entries, which would keep the
+#: vocabularies of past files alive); the cached form where that is not available
+_LITERAL_UNCACHED = getattr(getattr(Literal, "_getitem", None), "__wrapped__", None)
+
+
+def _literal(values: tuple[str, ...]) -> Any:
+    if _LITERAL_UNCACHED is not None:
+        return _LITERAL_UNCACHED(Literal, *values)
+    return Literal[values]  # pragma: no cover - other Python implementations
+
+
 class Vocabulary:
     """Names and categories seen in one file, and when to decode them as ``Literal``.
 
@@ -291,8 +302,8 @@ class Vocabulary:
             return self._typed[2]
         if grew or not sizes[0] or sizes[0] > MAX_VOCABULARY:
             return None
-        names = Literal[tuple(self.names)]  # type: ignore[valid-type]
-        cats = Literal[tuple(self.cats)] if self.cats else str  # type: ignore[valid-type]
+        names = _literal(tuple(self.names))
+        cats = _literal(tuple(self.cats)) if self.cats else str
         typed = _typed(keys, names, cats)
         self._typed = (keys, sizes, typed)
         return typed
