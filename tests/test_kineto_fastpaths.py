@@ -195,3 +195,36 @@ def test_element_larger_than_the_window(tmp_path: Path, monkeypatch: pytest.Monk
     p.write_text(json.dumps(doc, indent=1))
     assert _got(p) == _expected(events)
     assert read_kineto(p).metadata == {}
+
+
+DTYPE = {"Float": 4, "BFloat16": 2, "Int": 4}
+
+
+@pytest.mark.usefixtures("small_slices")
+def test_collective_args_from_mid_file(tmp_path: Path) -> None:
+    """Collective args first show up after many slices; later events carry them too."""
+    events = [_ev(i, f"op{i % 5}", cat="cpu_op", args={"External id": i}) for i in range(150)]
+    for i in range(150, 300):
+        coll = {"Collective name": ["allreduce", "allgather"][i % 2], "In msg nelems": i,
+                "dtype": list(DTYPE)[i % 3], "Group size": 8, "Process Group Name": f"pg{i % 2}",
+                "Seq": i}  # fmt: skip
+        cat = "kernel" if i % 2 else "cpu_op"
+        args = {"External id": i, "device": 1, "stream": 5} | (coll if i % 4 else {"Seq": i})
+        events.append(_ev(i, f"nccl{i % 3}", cat=cat, args=args))
+    ev = read_kineto(_write(tmp_path, events)).events
+    assert list(zip(*[ev[c].tolist() for c in ("ts_ns", "name")], strict=True)) == [
+        (r[0], r[3]) for r in _expected(events)
+    ]
+    by_ts = {round(e["ts"] * 1000): e["args"] for e in events}
+    for ts, coll, msg, pg, size, seq in zip(
+        *[ev[c].astype(object).tolist() for c in
+          ("ts_ns", "collective", "msg_bytes", "pg_name", "pg_size", "seq")],
+        strict=True,
+    ):  # fmt: skip
+        a = by_ts[ts]
+        name = a.get("Collective name", "")
+        assert coll == name
+        assert msg == (a["In msg nelems"] * DTYPE[a["dtype"]] if name else -1)
+        assert pg == a.get("Process Group Name", "")
+        assert size == a.get("Group size", -1)
+        assert seq == a.get("Seq", -1)

@@ -1,14 +1,21 @@
 """Decoded Kineto events -> numpy columns of the event table, slice by slice.
 
-Every column is filled by ``np.fromiter(map(attrgetter(...), events))``, a C loop. Names
-and categories are interned into dense codes (first appearance order). ``args`` are read
-only from the events whose kind can carry them: Kineto never gives ``python_function``
-events (most of an SGLang trace) a device, stream, correlation or External id.
+Every column is filled by ``np.fromiter(map(attrgetter(...), events))``, a C loop, with
+no per-event Python code:
+
+* ``(cat, name, pid, tid)`` is looked up once per event in a dict of row keys (a trace
+  repeats a few thousand of them), whose kind / name code / pid / tid tables then give
+  four columns by numpy indexing; names are interned into dense codes in order of first
+  appearance.
+* ``ts`` and ``dur`` are read as floats and rounded to ns.
+* ``args`` are read only from the events whose kind can carry them: Kineto never gives
+  ``python_function`` events (most of an SGLang trace) a device, stream, correlation or
+  External id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter
@@ -83,17 +90,6 @@ def _categorical(codes: np.ndarray, table: Codes) -> pd.Categorical:
     """A Categorical from dense codes into ``table`` (categories in first-seen order)."""
     cats = pd.Index(list(table), dtype=object)
     return pd.Categorical.from_codes(codes, categories=cats)
-
-
-def _int_column(events: list[Any], get: Callable[[Any], Any], n: int) -> np.ndarray:
-    """int64 column from ints, floats or strings such as ``"stream 7"`` (-1 if no number)."""
-    try:
-        return np.fromiter(map(get, events), dtype=np.int64, count=n)
-    except (ValueError, TypeError, OverflowError):
-        pass
-    codes, uniques = pd.factorize(np.array(list(map(get, events)), dtype=object))
-    table = np.array([as_int(u) for u in uniques], dtype=np.int64)
-    return table[codes]
 
 
 def _us_to_ns(us: np.ndarray) -> np.ndarray:
