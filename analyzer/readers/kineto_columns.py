@@ -59,13 +59,20 @@ CAT_TO_KIND: dict[str, str] = {
 _GPU_KINDS = ("kernel", "memcpy", "memset", "gpu_user_annotation")
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 _PYTHON = _KIND_CODE["python_function"]
-_GPU_CODES = np.array([_KIND_CODE[k] for k in _GPU_KINDS], dtype=np.int8)
-_COPY_CODES = np.array([_KIND_CODE["memcpy"], _KIND_CODE["memset"]], dtype=np.int8)
+
+
+def _kinds_mask(kinds: Iterable[str]) -> np.ndarray:
+    """Boolean table over kind codes: ``table[kind]`` tells whether a row has one of them."""
+    table = np.zeros(len(KINDS), dtype=bool)
+    table[[_KIND_CODE[k] for k in kinds]] = True
+    return table
+
+
+_GPU = _kinds_mask(_GPU_KINDS)
+_COPY = _kinds_mask(("memcpy", "memset"))
 #: kinds that can carry a correlation id / an External id (see ``_ArgColumns``)
-_CORR_CODES = np.array(
-    [_KIND_CODE[k] for k in (*_GPU_KINDS, "cuda_runtime", "cuda_driver", "other")], dtype=np.int8
-)
-_EXT_CODES = np.array([i for k, i in _KIND_CODE.items() if k != "python_function"], dtype=np.int8)
+_CORR = _kinds_mask((*_GPU_KINDS, "cuda_runtime", "cuda_driver", "other"))
+_EXT = _kinds_mask(k for k in KINDS if k != "python_function")
 
 #: NCCL ``dtype`` arg (lower-cased) -> bytes per element.
 DTYPE_BYTES: dict[str, int] = {
@@ -182,8 +189,9 @@ class _ArgColumns:
         return out
 
     def ints(self, attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
-        """Int arg ``attr`` of events whose kind is in ``kinds`` (all if None), else default."""
-        mask = None if kinds is None else np.isin(self.kind, kinds)
+        """Int arg ``attr`` of events whose kind is in ``kinds`` (a ``_kinds_mask``; all if
+        None), else the default."""
+        mask = None if kinds is None else kinds[self.kind]
         return self._spread(self._ints_where(attr, mask), ARG_DEFAULT[attr])
 
     def ints_where(self, attr: str, mask: np.ndarray) -> np.ndarray:
@@ -287,15 +295,15 @@ class Columns:
                 return np.full(n, ARG_DEFAULT[attr], dtype=np.int64)
             return cols.ints(attr, kinds)
 
-        gpu = np.isin(kind, _GPU_CODES)
+        gpu = _GPU[kind]
         if gpu.any():
-            a_dev, a_stream = arg("device", _GPU_CODES), arg("stream", _GPU_CODES)
+            a_dev, a_stream = arg("device", _GPU), arg("stream", _GPU)
             device = np.where(gpu, np.where(a_dev >= 0, a_dev, pid), -1).astype(np.int32)
             stream = np.where(gpu, np.where(a_stream >= 0, a_stream, tid), -1).astype(np.int32)
         else:
             device = stream = np.full(n, -1, dtype=np.int32)
-        ext = arg("external_id", _EXT_CODES)
-        missing = (ext < 0) & np.isin(kind, _EXT_CODES)
+        ext = arg("external_id", _EXT)
+        missing = (ext < 0) & _EXT[kind]
         if cols is not None and missing.any():  # the 2021 schema's "external id"
             ext = np.where(missing, cols.ints_where("external_id_old", missing), ext)
         msg = np.full(n, -1, dtype=np.int64)
@@ -320,9 +328,9 @@ class Columns:
         else:
             coll = np.full(n, self.collectives[""], dtype=np.int32)
             pg = np.full(n, self.pg_names[""], dtype=np.int32)
-        copy = np.isin(kind, _COPY_CODES)
+        copy = _COPY[kind]
         if copy.any():
-            nbytes = arg("nbytes", _COPY_CODES)
+            nbytes = arg("nbytes", _COPY)
             copy &= nbytes >= 0
             msg[copy] = nbytes[copy]
         self._put("ts_ns", _us_to_ns(ts_us))
@@ -333,7 +341,7 @@ class Columns:
         self._put("tid", tid)
         self._put("device", device)
         self._put("stream", stream)
-        self._put("correlation", arg("correlation", _CORR_CODES))
+        self._put("correlation", arg("correlation", _CORR))
         self._put("external_id", ext)
         self._put("collective", coll)
         self._put("msg_bytes", msg)
