@@ -53,48 +53,29 @@ _CLASS[ord("}")] = _CLASS[ord("]")] = 2
 _CLASS[ord(",")] = 3
 
 
-def iter_file_bytes(
-    path: Path, progress: Callable[[int], None] | None = None, *, reuse: bool = False
-) -> Iterator[bytes | memoryview]:
+def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
     """Yield the uncompressed content of ``path`` in blocks (gzip detected by magic).
 
     A gzip file is inflated by a helper thread (zlib releases the GIL), so inflating the
     next blocks overlaps with parsing the current one; at most a few blocks are queued.
     ``progress`` receives the number of on-disk bytes consumed (called in this thread).
     Raises ``BadInputError`` for a truncated or corrupt gzip stream.
-
-    With ``reuse`` a plain file is read into one buffer that every block reuses: a block
-    (a memoryview) is only valid until the next one is requested. This spares a fresh
-    allocation per block, whose page faults cost as much as the read on some VMs.
     """
-    with open(path, "rb", buffering=0) as fh:
+    with open(path, "rb") as fh:
         first = fh.read(READ_BLOCK_BYTES)
         if first[:2] != GZIP_MAGIC:
-            if not reuse:
-                data = first
-                while data:
-                    if progress:
-                        progress(len(data))
-                    yield data
-                    data = fh.read(READ_BLOCK_BYTES)
-                return
-            if first:
+            data = first
+            while data:
                 if progress:
-                    progress(len(first))
-                yield first
-            block = bytearray(READ_BLOCK_BYTES)
-            with memoryview(block) as view:
-                while n := fh.readinto(view):
-                    if progress:
-                        progress(n)
-                    with view[:n] as data:
-                        yield data
+                    progress(len(data))
+                yield data
+                data = fh.read(READ_BLOCK_BYTES)
             return
-        for data, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first)):
+        for block, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first)):
             if progress and disk_bytes:
                 progress(disk_bytes)
-            if data:
-                yield data
+            if block:
+                yield block
 
 
 def _in_thread(make: Callable[[], Iterator[_T]], depth: int = 3) -> Iterator[_T]:
@@ -294,30 +275,74 @@ class TraceSplitter:
 
     def __init__(self, path: Path, progress: Callable[[int], None] | None = None) -> None:
         self.path = path
-        self._blocks = iter_file_bytes(path, progress, reuse=True)
+        self._progress = progress
+        self._plain: BinaryIO | None = None  # an uncompressed file is read into the window
+        self._blocks: Iterator[bytes] | None = None  # a gzip file comes in inflated blocks
         self._eof = False
         self.header: bytes | None = None  # prefix + b"null" + suffix
         self.bare_list = False
         self.total_bytes = 0
-        self.buf = bytearray(TARGET_CHUNK_BYTES + 2 * READ_BLOCK_BYTES + 2)
+        self.buf = bytearray(TARGET_CHUNK_BYTES + READ_BLOCK_BYTES + 2)
         self.end = 0  # the window holds self.buf[:self.end]
+
+    def _start(self) -> None:
+        """Open the file: plain bytes are read into the window, gzip through a thread."""
+        fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by _close
+        head = fh.read(2)
+        if head == GZIP_MAGIC:
+            fh.close()
+            self._blocks = iter_file_bytes(self.path, self._progress)
+            return
+        self._plain = fh
+        self._blocks = iter(())
+        self._append(head)
+
+    def _close(self) -> None:
+        if self._plain is not None:
+            self._plain.close()
+        if self._blocks is not None and hasattr(self._blocks, "close"):
+            self._blocks.close()  # stops the inflating thread
+
+    def _reserve(self, n: int) -> None:
+        """Make room for ``n`` more bytes plus one spare byte (for the closing "]")."""
+        if self.end + n + 1 > len(self.buf):
+            grown = bytearray(max(2 * len(self.buf), self.end + n + 1))
+            grown[: self.end] = memoryview(self.buf)[: self.end]
+            self.buf = grown
+
+    def _append(self, data: bytes) -> None:
+        n = len(data)
+        self._reserve(n)
+        self.buf[self.end : self.end + n] = data
+        self.end += n
+        self.total_bytes += n
+        if self._plain is not None and self._progress and n:
+            self._progress(n)
 
     def _more(self) -> None:
         """Append the next block to the window (sets ``_eof`` at the end of the file)."""
+        if self._blocks is None:
+            self._start()
+        if self._plain is not None:
+            self._reserve(READ_BLOCK_BYTES)
+            end = self.end
+            with memoryview(self.buf) as mv:
+                n = self._plain.readinto(mv[end : end + READ_BLOCK_BYTES])
+            if not n:
+                self._eof = True
+                return
+            self.end += n
+            self.total_bytes += n
+            if self._progress:
+                self._progress(n)
+            return
+        assert self._blocks is not None
         try:
             b = next(self._blocks)
         except StopIteration:
             self._eof = True
             return
-        n = len(b)
-        self.total_bytes += n
-        end = self.end
-        if end + n + 1 > len(self.buf):  # keep one spare byte for the closing "]"
-            grown = bytearray(max(2 * len(self.buf), end + n + 1))
-            grown[:end] = memoryview(self.buf)[:end]
-            self.buf = grown
-        self.buf[end : end + n] = b
-        self.end = end + n
+        self._append(b)
 
     def _drop(self, start: int) -> int:
         """Drop the bytes before ``start - 1``; return the new index of ``start``."""
@@ -383,6 +408,14 @@ class TraceSplitter:
         JSON and must not keep a reference to the view; a failing fast cut is retried,
         and an error on an exact cut is re-raised.
         """
+        try:
+            yield from self._slices(decode)
+        finally:
+            self._close()
+
+    def _slices(
+        self, decode: Callable[[memoryview, bytearray, int, int], object]
+    ) -> Iterator[object]:
         start, prefix = self._open()
         while True:
             # skip the separator before the next element; keep >= 1 byte before start
@@ -434,11 +467,11 @@ class TraceSplitter:
 
     def _finish(self, prefix: bytes, close_at: int) -> None:
         """Collect the bytes after the closing ``]`` of the events array."""
-        suffix = bytearray(self.buf[close_at + 1 : self.end])
-        for b in self._blocks:
-            self.total_bytes += len(b)
-            suffix += b
-        self._eof = True
+        self.buf = self.buf[close_at + 1 : self.end]
+        self.end = len(self.buf)
+        while not self._eof:
+            self._more()
+        suffix = self.buf[: self.end]
         if self.bare_list:
             if suffix.strip(_WS):
                 raise BadInputError(f"{self.path.name}: invalid JSON (data after the events list)")
