@@ -277,7 +277,7 @@ class Columns:
         if bad_dur.any():
             i = int(np.flatnonzero(bad_dur)[0])
             raise BadInputError(
-                f"{file_name}: event {events[i].name!r} has an invalid duration {dur_us[i]!r} us"
+                f"{file_name}: event {events[i].name!r} has an invalid duration {float(dur_us[i])!r} us"
             )
         collectives = COLLECTIVE_KEY in keys
         cols: _ArgColumns | None = None
