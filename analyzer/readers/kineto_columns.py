@@ -33,6 +33,7 @@ from analyzer.readers.kineto_decode import (
     Codes,
     as_int,
     as_str,
+    text,
 )
 
 __all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "Columns"]
@@ -124,7 +125,7 @@ class _RowKeys(dict):  # type: ignore[type-arg]
     """``(cat, name, pid, tid)`` -> code, with the kind/name/pid/tid columns of each code.
 
     A trace repeats a few thousand such combinations over millions of events, so one dict
-    lookup per event (interned strings, small ints) replaces four attribute reads and
+    lookup per event (vocabulary members or strings, small ints) replaces four reads and
     conversions; the columns are then gathered from small tables. ``pid``/``tid`` become
     ints as ``as_int`` reads them (``"stream 7"`` -> 7, ``3.0`` -> 3). Events of other
     phases (``cat is DROP``) get kind -1.
@@ -147,8 +148,8 @@ class _RowKeys(dict):  # type: ignore[type-arg]
             kind.append(-1)
             names.append(-1)
         else:
-            kind.append(self.kinds[cat])
-            names.append(self.names[name])
+            kind.append(self.kinds[text(cat)])
+            names.append(self.names[text(name)])
         pids.append(pid if type(pid) is int else as_int(pid))
         tids.append(tid if type(tid) is int else as_int(tid))
         return code
@@ -271,13 +272,14 @@ class Columns:
         if not np.isfinite(ts_us).all():
             bad = int(np.flatnonzero(~np.isfinite(ts_us))[0])
             raise BadInputError(
-                f"{file_name}: event {events[bad].name!r} has no numeric timestamp (ts)"
+                f"{file_name}: event {text(events[bad].name)!r} has no numeric timestamp (ts)"
             )
         bad_dur = ~np.isfinite(dur_us) | (dur_us < 0)
         if bad_dur.any():
             i = int(np.flatnonzero(bad_dur)[0])
             raise BadInputError(
-                f"{file_name}: event {events[i].name!r} has an invalid duration {float(dur_us[i])!r} us"
+                f"{file_name}: event {text(events[i].name)!r} has an invalid duration "
+                f"{float(dur_us[i])!r} us"
             )
         collectives = COLLECTIVE_KEY in keys
         cols: _ArgColumns | None = None

@@ -1,24 +1,28 @@
 """Typed msgspec decoding of ``traceEvents`` slices for the Kineto reader.
 
 A slice (``b"[{...},{...}]"``) decodes into a list of complete-event structs that declare
-only the fields the reader uses; unknown keys are skipped by msgspec. Events of other
-phases decode to empty structs and are dropped.
+only the fields the reader uses; unknown keys are skipped by msgspec.
 
 Names and categories repeat: a real trace has a few thousand distinct names among
-millions of events. Once a slice adds no new name, later slices are decoded with
-``name``/``cat`` typed as a ``Literal`` of the names seen so far, so msgspec hands back
-the already interned ``str`` objects (hash cached, equal by identity) instead of new
-strings; interning them is then a cheap dict hit. A slice holding a name outside the
-vocabulary fails validation and is decoded again with plain ``str`` fields, so the
-result never depends on which path ran (``Vocabulary`` keeps the failures rare).
+millions of events. Once the names settle, ``name`` and ``cat`` are decoded as members
+of an enum over the strings seen so far (``Vocabulary``), so msgspec hands back existing
+objects (hashed by identity) instead of new strings, and interning them is a cheap dict
+hit; names outside the enum still decode (``_missing_``). The columns turn members back
+into strings (``text``) once per distinct row key, so the result never depends on which
+path ran.
+
+Events of other phases than "X" decode to empty structs whose class attributes mark
+them (``cat is DROP``) for the columns to drop.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Union
 
 import msgspec
 
@@ -33,6 +37,7 @@ __all__ = [
     "Vocabulary",
     "as_int",
     "as_str",
+    "text",
 ]
 
 #: Arg values as found in the wild: ROCm writes ``"bytes": "60"``, some exporters floats.
@@ -66,7 +71,7 @@ COLLECTIVE_KEY = "Collective name"
 _ALL_KEYS = frozenset(k for k, *_r in ARG_SPEC)
 #: Chrome trace phases other than "X": decoded as empty structs (their bodies are skipped).
 _OTHER_PHASES = "BEiIbneCstfPONDMRcv()"
-#: most names a ``Literal`` vocabulary may hold (building one costs ~3 us per name)
+#: most names a vocabulary enum may hold (building one costs ~15 us per name)
 MAX_VOCABULARY = 20_000
 
 
@@ -264,49 +269,96 @@ class Codes(dict):  # type: ignore[type-arg]
         return code
 
 
-#: ``typing.Literal`` without its module-wide cache (128 entries, which would keep the
-#: vocabularies of past files alive); the cached form where that is not available
-_LITERAL_UNCACHED = getattr(getattr(Literal, "_getitem", None), "__wrapped__", None)
+class _Known(enum.Enum):
+    """Base of the per-file vocabularies: one member per name (value) seen so far.
+
+    msgspec hands back the member of a known name (no new string). A name outside the
+    vocabulary goes through ``_missing_``, which returns one cached pseudo-member per
+    name and counts the calls, so the vocabulary can be rebuilt when they add up.
+    Members hash by identity (``dict`` lookups stay in C).
+    """
+
+    __hash__ = object.__hash__
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        unknown: dict[str, Any] = cls._unknown  # type: ignore[attr-defined]
+        member = unknown.get(value)
+        if member is None:
+            member = object.__new__(cls)
+            member._value_ = member._name_ = value
+            unknown[value] = member
+        cls._calls[0] += 1  # type: ignore[attr-defined]
+        return member
 
 
-def _literal(values: tuple[str, ...]) -> Any:
-    if _LITERAL_UNCACHED is not None:
-        return _LITERAL_UNCACHED(Literal, *values)
-    return Literal[values]  # pragma: no cover - other Python implementations
+def _known(values: Iterable[str], calls: list[int]) -> type[enum.Enum]:
+    """An enum over ``values`` whose ``_missing_`` calls are counted in ``calls[0]``."""
+    members = _Known("_Known", [(f"v{i}", v) for i, v in enumerate(values)])  # type: ignore[call-overload]
+    members._unknown = {}
+    members._calls = calls
+    return members  # type: ignore[no-any-return]
+
+
+def text(v: Any) -> Any:
+    """The string behind a vocabulary member (anything else unchanged)."""
+    return v.value if isinstance(v, enum.Enum) else v
 
 
 class Vocabulary:
-    """Names and categories seen in one file, and when to decode them as ``Literal``.
+    """Names and categories seen in one file, and when to decode them as enum members.
 
-    The columns intern every name into ``names`` (and every ``cat`` into ``cats``). A
-    ``Literal`` decoder is built once a slice ends with the vocabulary unchanged, and is
-    dropped for the rest of the file when slices keep failing it (a trace whose names
-    keep changing, such as one annotation per request, stays on plain strings).
+    The columns intern every name into ``names`` (and every ``cat`` into ``cats``).
+    Once a slice adds under 10% new names, ``name`` and ``cat`` are decoded as members of
+    enums over the strings seen so far; they are rebuilt when names outside them (found by
+    ``_missing_``, about 1 us each) have cost about as much as a rebuild (~15 us per
+    name), unless most of those names were seen only once (say one annotation per
+    request): then, as when new names keep failing the slice (msgspec before 0.18.3 has
+    no ``_missing_``; the slice is then decoded again with plain strings), the rest of
+    the file is decoded with plain strings.
     """
 
     def __init__(self, names: Codes, cats: dict[str, Any]) -> None:
         self.names = names
         self.cats = cats
-        self._sizes = (-1, -1)
-        self._typed: tuple[frozenset[str], tuple[int, int], _Typed] | None = None
+        self._calls = [0]
+        self._enums: tuple[type, type] | None = None
+        self._built_with = 0  # names in the enum
+        self._seen = 0  # names at the previous slice
+        self._typed: tuple[frozenset[str], _Typed] | None = None
         self.hits = 0
         self.misses = 0
+        self.builds = 0
+        self.off = False  # plain strings for the rest of the file
 
     def typed(self, keys: frozenset[str]) -> _Typed | None:
-        """The ``Literal`` decoder for this slice, or None to decode plain strings."""
-        sizes = (len(self.names), len(self.cats))
-        grew, self._sizes = sizes != self._sizes, sizes
-        if self.misses > 2 and self.misses * 4 > self.hits:
-            return None  # the names keep changing: plain strings are cheaper
-        if self._typed is not None and self._typed[:2] == (keys, sizes):
-            return self._typed[2]
-        if grew or not sizes[0] or sizes[0] > MAX_VOCABULARY:
+        """The decoder with vocabulary enums for this slice, or None for plain strings."""
+        n = len(self.names)
+        if self.off or not n or n > MAX_VOCABULARY:
             return None
-        names = _literal(tuple(self.names))
-        cats = _literal(tuple(self.cats)) if self.cats else str
-        typed = _typed(keys, names, cats)
-        self._typed = (keys, sizes, typed)
-        return typed
+        if self.misses > 2 and self.misses * 4 > self.hits:
+            self.off = True  # new names keep failing (no _missing_): plain strings
+            return None
+        grew, self._seen = n - self._seen, n
+        if self._enums is None and 10 * grew > n:
+            return None  # still learning: the last slice added over 10% of the names
+        calls = self._calls[0]
+        if self._enums is None or calls > 8 * self._built_with + 1000:
+            if self._enums is not None:
+                new = sum(len(e._unknown) for e in self._enums)  # type: ignore[attr-defined]
+                if 2 * new > calls:  # mostly names seen once (one per request...): no use
+                    self.off = True
+                    return None
+            self._calls[0] = 0
+            self._built_with = n
+            self._enums = (_known(self.names, self._calls), _known(self.cats, self._calls))
+            self._typed = None
+            self.builds += 1
+        if self._typed is None or self._typed[0] != keys:
+            self._typed = (keys, _typed(keys, *self._enums))
+        return self._typed[1]
 
 
 # --------------------------------------------------------------------------------------
@@ -342,7 +394,7 @@ class SliceDecoder:
             try:
                 events = _decode(typed, piece)
             except msgspec.ValidationError:
-                voc.misses += 1  # a new name (or an odd value): decode plain strings
+                voc.misses += 1  # an odd value (or a new name, old msgspec): plain strings
             else:
                 voc.hits += 1
                 return events, keys
