@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -56,6 +55,8 @@ def analyze(
     from .analyses.serving import analyze_serving
     from .classify import classify_trace, load_rules
 
+    given_args = _server_args(server_args) if server_args is not None else None
+    parsed_metrics = _metrics(metrics)  # bad side inputs fail before the long work
     traceset = source if isinstance(source, TraceSet) else load(source, progress=progress)
     if not traceset.traces:
         raise BadInputError("no trace found in the inputs")
@@ -75,8 +76,7 @@ def analyze(
             timelines.append(tl)
             by_rank.setdefault(tl.rank, tl)
 
-    sargs = _server_args(server_args) if server_args is not None else traceset.server_args
-    parsed_metrics = _metrics(metrics)
+    sargs = given_args if given_args is not None else traceset.server_args
     warnings = [w for t in traceset.traces for w in t.warnings]
     if any(tl.activity_source == "cpu" for tl in timelines):
         warnings.append(
@@ -103,13 +103,6 @@ def analyze(
     )
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _server_args(value: Mapping[str, Any] | PathLike) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
@@ -125,8 +118,6 @@ def _server_args(value: Mapping[str, Any] | PathLike) -> Mapping[str, Any]:
 def _metrics(value: Any) -> Any:
     if value is None or not isinstance(value, (str, Path)):
         return value
-    if not _has_module("analyzer.collect.metrics"):
-        raise BadInputError("--metrics needs analyzer.collect.metrics, which is not installed")
     from .collect.metrics import load_metrics
 
     return load_metrics(value)
