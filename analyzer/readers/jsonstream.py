@@ -355,7 +355,6 @@ class TraceSplitter:
 
     def _open(self) -> tuple[int, bytes]:
         """Read up to the start of the events array: (first element index, prefix)."""
-        buf = self.buf
         while not self._eof and _FIRST.match(self.buf, 0, self.end) is None:
             self._more()
         m = _FIRST.match(self.buf, 0, self.end)
