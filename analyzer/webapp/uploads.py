@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import stat
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..model import BadInputError
+from ..readers import archive
 
 #: Extensions the uploader accepts (``.json.gz`` arrives as ``gz``; Nsight: ``.sqlite``).
 UPLOAD_TYPES: tuple[str, ...] = ("json", "gz", "sqlite", "zip", "nsys-rep")
 TRACE_SUFFIXES: tuple[str, ...] = (".json", ".json.gz", ".sqlite", ".zip", ".nsys-rep")
 MB = 1 << 20
-_COPY_BLOCK = 1 << 20
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
 
@@ -121,75 +120,15 @@ def safe_filename(name: str) -> str:
 
 
 def check_zip(path: Path, limits: Limits) -> list[zipfile.ZipInfo]:
-    """The members of a zip archive, after checking names, count, declared sizes and ratios."""
-    label = path.name
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise BadInputError(f"{label}: not a readable zip archive ({exc})") from None
-    if len(members) > limits.max_zip_members:
-        raise BadInputError(f"{label}: too many members ({len(members)} > {limits.max_zip_members})")
-    declared = 0
-    for m in members:
-        _member_path(label, m)
-        declared += m.file_size
-        if (m.file_size > 10 * MB and m.compress_size > 0
-                and m.file_size / m.compress_size > limits.max_zip_ratio):
-            raise BadInputError(
-                f"{label}: member {m.filename!r} expands {m.file_size / m.compress_size:.0f}x "
-                f"(over {limits.max_zip_ratio:.0f}x): refusing a possible zip bomb"
-            )
-    if declared > limits.max_unzipped_bytes:
-        raise BadInputError(
-            f"{label}: {human_bytes(declared)} once extracted, over the "
-            f"{human_bytes(limits.max_unzipped_bytes)} limit"
-        )
-    return members
-
-
-def _member_path(label: str, m: zipfile.ZipInfo) -> PurePosixPath:
-    name = m.filename.replace("\\", "/")
-    p = PurePosixPath(name)
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise BadInputError(f"{label}: unsafe member name {m.filename!r} (absolute path)")
-    if any(part == ".." for part in p.parts):
-        raise BadInputError(f"{label}: unsafe member name {m.filename!r} (path traversal)")
-    if stat.S_ISLNK(m.external_attr >> 16):
-        raise BadInputError(f"{label}: member {m.filename!r} is a symlink")
-    return p
+    """The members of a zip archive, checked against the app's limits (readers/archive.py)."""
+    return archive.check_zip(path, max_members=limits.max_zip_members,
+                             max_total_bytes=limits.max_unzipped_bytes, max_ratio=limits.max_zip_ratio)
 
 
 def extract_zip(path: Path, dest: Path, limits: Limits) -> Path:
-    """Extract a checked archive under ``dest``; the bytes written are counted against the
-    limit, so a member that lies about its size is stopped too. Returns the folder."""
-    members = check_zip(path, limits)
-    root = dest
-    root.mkdir(parents=True, exist_ok=True)
-    written = 0
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for m in members:
-                rel = _member_path(path.name, m)
-                target = root.joinpath(*rel.parts) if rel.parts else root
-                if not target.resolve().is_relative_to(root.resolve()):
-                    raise BadInputError(f"{path.name}: unsafe member name {m.filename!r}")
-                if m.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(m) as src, open(target, "wb") as dst:
-                    while block := src.read(_COPY_BLOCK):
-                        written += len(block)
-                        if written > limits.max_unzipped_bytes:
-                            raise BadInputError(
-                                f"{path.name}: more than {human_bytes(limits.max_unzipped_bytes)} "
-                                "once extracted: refusing a possible zip bomb"
-                            )
-                        dst.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, RuntimeError) as exc:
-        raise BadInputError(f"{path.name}: damaged zip archive ({exc})") from None
-    return root
+    """Extract a checked archive under ``dest`` with the app's limits; returns the folder."""
+    return archive.extract_zip(path, dest, max_members=limits.max_zip_members,
+                               max_total_bytes=limits.max_unzipped_bytes, max_ratio=limits.max_zip_ratio)
 
 
 @contextmanager
