@@ -8,6 +8,7 @@ import gzip
 import json
 import math
 import threading
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,9 @@ def _merged_length(intervals: list[tuple[int, int]]) -> int:
 
 
 def _ns(x: float) -> int:
-    return round(x * 1000)
+    """us -> ns from the number as written (``repr`` gives back the JSON text's digits);
+    ``round(x * 1000)`` in floats is off by one for values such as 4458676446802.237."""
+    return int((Decimal(repr(x)) * 1000).to_integral_value(ROUND_HALF_EVEN))
 
 
 def _reference(events: list[dict[str, Any]]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from analyzer.readers.kineto_decode import (
     text,
 )
 
-__all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "Columns"]
+__all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "Columns", "SliceArgs"]
 
 #: Kineto ``cat`` -> event kind (anything else is "other").
 CAT_TO_KIND: dict[str, str] = {
@@ -101,19 +101,16 @@ def _categorical(codes: np.ndarray, table: Codes) -> pd.Categorical:
 
 
 def _us_to_ns(us: np.ndarray) -> np.ndarray:
-    """Microseconds -> int64 ns as ``round(us * 1000)``; exact for integral epoch values.
+    """Microseconds (float) -> int64 ns: whole microseconds scaled as integers, and the
+    fraction (exact in floating point) rounded to the nearest ns (half to even).
 
-    Past 2**53 ns (~104 days of ns) a float product loses ns, so there the whole
-    microseconds are scaled as integers and only the fraction is rounded.
+    ``round(us * 1000)`` in floating point is off by one ns for timestamps such as
+    ``4458676417696.687`` (the product rounds); splitting gives the written ns whenever
+    the double holds the value to better than half a ns (up to ~2**42 us).
     """
-    scaled = us * 1000.0
-    out = np.rint(scaled).astype(np.int64)
-    big = np.abs(scaled) >= 2.0**53
-    if big.any():
-        whole = np.floor(us[big])
-        out[big] = whole.astype(np.int64) * 1000 + np.rint((us[big] - whole) * 1000.0).astype(
-            np.int64
-        )
+    whole = np.floor(us)
+    out = whole.astype(np.int64) * 1000
+    out += np.rint((us - whole) * 1000.0).astype(np.int64)
     return out
 
 
@@ -164,7 +161,37 @@ class _RowKeys(dict):  # type: ignore[type-arg]
         return tuple(t[codes] for t in self._tables)
 
 
-class _ArgColumns:
+class SliceArgs:
+    """The args of one slice as columns (every method returns one value per row)."""
+
+    def ints(self, attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
+        """Int arg ``attr`` of rows whose kind is in ``kinds`` (a kinds mask; all rows if
+        None), else the default."""
+        raise NotImplementedError
+
+    def ints_where(self, attr: str, mask: np.ndarray) -> np.ndarray:
+        """Int arg ``attr`` where ``mask`` holds, else the default."""
+        raise NotImplementedError
+
+    def collective_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(collective code, has a collective name, dtype bytes or -1, process group code)."""
+        raise NotImplementedError
+
+
+class _NoArgs(SliceArgs):
+    """A slice none of whose rows carries args that are read."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def ints(self, attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
+        return np.full(self.n, ARG_DEFAULT[attr], dtype=np.int64)
+
+    def ints_where(self, attr: str, mask: np.ndarray) -> np.ndarray:
+        return self.ints(attr)
+
+
+class _ArgColumns(SliceArgs):
     """Typed ``args`` of the rows of one slice that may carry them.
 
     ``rows`` (a boolean mask over the slice, or None for all rows) selects the events
@@ -173,9 +200,15 @@ class _ArgColumns:
     """
 
     def __init__(
-        self, events: list[Any], keys: frozenset[str], kind: np.ndarray, rows: np.ndarray | None
+        self,
+        events: list[Any],
+        keys: frozenset[str],
+        kind: np.ndarray,
+        rows: np.ndarray | None,
+        tables: tuple[Codes, Codes],
     ) -> None:
         self.n = len(events)
+        self.tables = tables  # collectives, process group names
         self.rows = rows
         sub = events if rows is None else list(compress(events, rows))
         self.args = list(map(_GET_ARGS, sub))
@@ -213,6 +246,19 @@ class _ArgColumns:
         if k:
             out[mask] = _ints(map(get, compress(self.args, mask)), k)
         return out
+
+    def collective_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n = self.n
+        collectives, pg_names = self.tables
+        coll_strs = self.values("collective")
+        coll = np.fromiter(map(collectives.__getitem__, coll_strs), np.int32, count=n)
+        has_coll = np.fromiter(map(bool, coll_strs), dtype=bool, count=n)
+        dt_codes, dt_uniques = pd.factorize(
+            np.array([d.lower() for d in self.values("dtype")], dtype=object)
+        )
+        size = np.array([DTYPE_BYTES.get(u, -1) for u in dt_uniques], dtype=np.int64)[dt_codes]
+        pg = np.fromiter(map(pg_names.__getitem__, self.values("pg_name")), np.int32, n)
+        return coll, has_coll, size, pg
 
     def values(self, attr: str) -> list[str]:
         """String arg ``attr`` of every row of the slice (requires ``rows`` None)."""
@@ -282,68 +328,78 @@ class Columns:
                 f"{float(dur_us[i])!r} us"
             )
         collectives = COLLECTIVE_KEY in keys
-        cols: _ArgColumns | None = None
+        tables = (self.collectives, self.pg_names)
+        args: SliceArgs = _NoArgs(n)
         if collectives:  # collective args are read from every kind
-            cols = _ArgColumns(events, keys, kind, None)
+            args = _ArgColumns(events, keys, kind, None, tables)
         else:
             rows = kind != _PYTHON
             if rows.all():
-                cols = _ArgColumns(events, keys, kind, None)
+                args = _ArgColumns(events, keys, kind, None, tables)
             elif rows.any():
-                cols = _ArgColumns(events, keys, kind, rows)
+                args = _ArgColumns(events, keys, kind, rows, tables)
+        self._add_rows(
+            n, kind, names, pid, tid, _us_to_ns(ts_us), _us_to_ns(dur_us), args, collectives
+        )
 
-        def arg(attr: str, kinds: np.ndarray | None = None) -> np.ndarray:
-            if cols is None:
-                return np.full(n, ARG_DEFAULT[attr], dtype=np.int64)
-            return cols.ints(attr, kinds)
+    def add_scanned(self, s: Any, keys: frozenset[str]) -> None:
+        """Append the columns of a slice read by the compiled scanner (``ScannedSlice``)."""
+        if s.n:
+            collectives = COLLECTIVE_KEY in keys
+            self._add_rows(s.n, s.kind, s.name, s.pid, s.tid, s.ts_ns, s.dur_ns, s, collectives)
 
+    def _add_rows(
+        self,
+        n: int,
+        kind: np.ndarray,
+        names: np.ndarray,
+        pid: np.ndarray,
+        tid: np.ndarray,
+        ts_ns: np.ndarray,
+        dur_ns: np.ndarray,
+        args: SliceArgs,
+        collectives: bool,
+    ) -> None:
+        """Derive the event-table columns of one slice from its fields and args."""
         gpu = _GPU[kind]
         if gpu.any():
-            a_dev, a_stream = arg("device", _GPU), arg("stream", _GPU)
+            a_dev, a_stream = args.ints("device", _GPU), args.ints("stream", _GPU)
             device = np.where(gpu, np.where(a_dev >= 0, a_dev, pid), -1).astype(np.int32)
             stream = np.where(gpu, np.where(a_stream >= 0, a_stream, tid), -1).astype(np.int32)
         else:
             device = stream = np.full(n, -1, dtype=np.int32)
-        ext = arg("external_id", _EXT)
+        ext = args.ints("external_id", _EXT)
         missing = (ext < 0) & _EXT[kind]
-        if cols is not None and missing.any():  # the 2021 schema's "external id"
-            ext = np.where(missing, cols.ints_where("external_id_old", missing), ext)
+        if missing.any():  # the 2021 schema's "external id"
+            ext = np.where(missing, args.ints_where("external_id_old", missing), ext)
         msg = np.full(n, -1, dtype=np.int64)
         seq = np.full(n, -1, dtype=np.int64)
         pg_size = np.full(n, -1, dtype=np.int32)
-        if cols is not None and collectives:
-            coll_strs = cols.values("collective")
-            coll = np.fromiter(map(self.collectives.__getitem__, coll_strs), np.int32, count=n)
-            has_coll = np.fromiter(map(bool, coll_strs), dtype=bool, count=n)
-            nelems = arg("in_nelems")
-            dt_codes, dt_uniques = pd.factorize(
-                np.array([d.lower() for d in cols.values("dtype")], dtype=object)
-            )
-            size = np.array([DTYPE_BYTES.get(u, -1) for u in dt_uniques], dtype=np.int64)
-            size = size[dt_codes]
+        if collectives:
+            coll, has_coll, size, pg = args.collective_columns()
+            nelems = args.ints("in_nelems")
             ok = has_coll & (nelems >= 0) & (size > 0)
             msg[ok] = nelems[ok] * size[ok]
-            pg = np.fromiter(map(self.pg_names.__getitem__, cols.values("pg_name")), np.int32, n)
-            pg_size = arg("group_size").astype(np.int32)
-            seq = arg("seq")
-            seq = np.where(seq >= 0, seq, arg("seq_lower"))
+            pg_size = args.ints("group_size").astype(np.int32)
+            seq = args.ints("seq")
+            seq = np.where(seq >= 0, seq, args.ints("seq_lower"))
         else:
             coll = np.full(n, self.collectives[""], dtype=np.int32)
             pg = np.full(n, self.pg_names[""], dtype=np.int32)
         copy = _COPY[kind]
         if copy.any():
-            nbytes = arg("nbytes", _COPY)
+            nbytes = args.ints("nbytes", _COPY)
             copy &= nbytes >= 0
             msg[copy] = nbytes[copy]
-        self._put("ts_ns", _us_to_ns(ts_us))
-        self._put("dur_ns", _us_to_ns(dur_us))
+        self._put("ts_ns", ts_ns)
+        self._put("dur_ns", dur_ns)
         self._put("kind", kind)
         self._put("name", names)
         self._put("pid", pid)
         self._put("tid", tid)
         self._put("device", device)
         self._put("stream", stream)
-        self._put("correlation", arg("correlation", _CORR))
+        self._put("correlation", args.ints("correlation", _CORR))
         self._put("external_id", ext)
         self._put("collective", coll)
         self._put("msg_bytes", msg)
@@ -353,12 +409,15 @@ class Columns:
         self.n += n
 
     def _put(self, key: str, arr: np.ndarray) -> None:
-        """Keep a slice's column; a constant one (e.g. all -1) is kept as ``_Const``."""
+        """Keep a slice's column; a constant one (e.g. all -1) is kept as ``_Const``.
+
+        A view (the compiled scanner's reused output) is copied.
+        """
         constant = key not in ("ts_ns", "dur_ns") and arr.size and arr[0] == arr[-1]
         if constant and (arr == arr[0]).all():
             self.parts[key].append(_Const(arr.size, arr[0].item()))
             return
-        self.parts[key].append(arr)
+        self.parts[key].append(arr if arr.flags.owndata else arr.copy())
 
     def frame(self) -> pd.DataFrame:
         """The event table, sorted by ``ts_ns`` (stable).

@@ -384,10 +384,19 @@ class SliceDecoder:
         self.keys = _COMMON_KEYS
         self.vocabulary = vocabulary
 
+    def keys_for(self, buf: bytearray, lo: int, hi: int) -> frozenset[str]:
+        """The args keys to decode in ``buf[lo:hi]`` (the collective ones stick once seen)."""
+        if self.keys is _COMMON_KEYS and buf.find(_COLLECTIVE_NEEDLE, lo, hi) >= 0:
+            self.collective_seen()
+        return self.keys
+
+    def collective_seen(self) -> frozenset[str]:
+        """Decode the collective args from now on (their needle was found); the keys."""
+        self.keys = _COMMON_KEYS | _COLLECTIVE_KEYS
+        return self.keys
+
     def __call__(self, piece: memoryview, buf: bytearray, lo: int, hi: int) -> Decoded:
-        keys = self.keys
-        if keys is _COMMON_KEYS and buf.find(_COLLECTIVE_NEEDLE, lo, hi) >= 0:
-            keys = self.keys = _COMMON_KEYS | _COLLECTIVE_KEYS
+        keys = self.keys_for(buf, lo, hi)
         voc = self.vocabulary
         typed = voc.typed(keys)
         if typed is not None:
