@@ -4,7 +4,9 @@ Not a test. Generates a large SYNTHETIC Kineto trace (a real trace's events tile
 see make_trace.py) under benchmarks/out/, then runs each contender in a fresh subprocess
 and reads that child's peak RSS from ``os.wait4`` (the child's own ``ru_maxrss``):
 
-* ``reader``   - ``analyzer.readers.read_kineto(path)`` (the reader alone)
+* ``reader``   - ``analyzer.readers.read_kineto(path)`` (the reader alone: the compiled
+  scanner when built)
+* ``reader_msgspec`` - the same with ``scanner="msgspec"`` (the pure-Python-extension path)
 * ``analyzer`` - ``analyzer.analyze([path])`` + ``json.dumps(report.to_dict())`` (end to end;
   falls back to ``load_traces`` + ``classify_trace`` while ``analyze`` does not exist)
 * ``hta``      - ``TraceAnalysis(trace_dir=dir)`` + ``get_temporal_breakdown(visualize=False)``
@@ -39,6 +41,11 @@ CHILD = {
     "reader": """
 from analyzer.readers import read_kineto
 t = read_kineto(PATH)
+n = len(t.events)
+""",
+    "reader_msgspec": """
+from analyzer.readers import read_kineto
+t = read_kineto(PATH, scanner="msgspec")
 n = len(t.events)
 """,
     "analyzer": """
@@ -131,7 +138,7 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=float, default=300.0)
-    ap.add_argument("--only", default="reader,analyzer,hta,json")
+    ap.add_argument("--only", default="reader,reader_msgspec,analyzer,hta,json")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender (best is kept)")
     ap.add_argument("--keep", action="store_true", help="reuse an existing trace of that size")
     a = ap.parse_args()
@@ -155,17 +162,20 @@ def main() -> None:
                 best = r
         assert best is not None
         results[mode] = best
-        print(f"  {mode:9s} wall {best['wall_s']:7.2f} s  work {best['work_s']:7.2f} s  "
+        print(f"  {mode:14s} wall {best['wall_s']:7.2f} s  work {best['work_s']:7.2f} s  "
               f"cpu {best['cpu_s']:7.2f} s  peak RSS {best['peak_rss_bytes'] / 1e6:7.0f} MB",
               flush=True)  # fmt: skip
     print()
-    print("| contender | wall s | MB/s (wall) | work s | MB/s (work) | peak RSS MB | RSS / file |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| contender | wall s | MB/s (wall) | work s | cpu s | MB/s per core (cpu) "
+        "| peak RSS MB | RSS / file |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for mode, r in results.items():
         print(
             f"| {mode} | {r['wall_s']:.2f} | {size / 1e6 / r['wall_s']:.0f} | {r['work_s']:.2f} "
-            f"| {size / 1e6 / r['work_s']:.0f} | {r['peak_rss_bytes'] / 1e6:.0f} "
-            f"| {r['peak_rss_bytes'] / size:.2f} |"
+            f"| {r['cpu_s']:.2f} | {size / 1e6 / r['cpu_s']:.0f} "
+            f"| {r['peak_rss_bytes'] / 1e6:.0f} | {r['peak_rss_bytes'] / size:.2f} |"
         )
     ours = results.get("analyzer") or results.get("reader")
     if ours:

@@ -80,7 +80,9 @@ typedef const uint8_t *bytes_t;
 /* ---------------------------------------------------------------------------------- */
 
 static inline Py_ssize_t ws(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
-    while (i < n && CLASS[a[i]] == C_WS) i++;
+    /* JSON whitespace is ' ', '\t', '\r', '\n': all <= ' ' (compact files have none) */
+    while (i < n && a[i] <= ' ' && (a[i] == ' ' || a[i] == '\n' || a[i] == '\r' || a[i] == '\t'))
+        i++;
     return i;
 }
 
@@ -130,23 +132,31 @@ static inline Py_ssize_t plain_end(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
 }
 #endif
 
+/* The state of one scan (scans of different slices may run in several threads). */
+typedef struct {
+    Py_ssize_t st;  /* the output is column-major: field f of an event at row[f * st] */
+    int needle;     /* the bytes '"Collective name' occur in the slice */
+    int escaped;    /* the last string_end went through an escape */
+} Ctx;
+
 /* Whether the bytes '"Collective name' occur in the slice (the reader then reads the
    collective args). In valid JSON a '"' byte opens a string, closes one (followed by
    punctuation) or is escaped inside one, so checking after opening and escaped quotes
-   finds every occurrence. Thread-local: scans may run in several threads. */
-static _Thread_local int needle_seen;
+   finds every occurrence. */
 static const char NEEDLE[] = "Collective name";
 #define NEEDLE_LEN ((Py_ssize_t)sizeof NEEDLE - 1)
 
-static inline void check_needle(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
+static inline void check_needle(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n) {
     /* a[i - 1] is a quote */
-    if (a[i] == 'C' && i + NEEDLE_LEN <= n && !memcmp(a + i, NEEDLE, NEEDLE_LEN)) needle_seen = 1;
+    if (a[i] == 'C' && i + NEEDLE_LEN <= n && !memcmp(a + i, NEEDLE, NEEDLE_LEN)) c->needle = 1;
 }
 
-/* a[i] == '"': index after the closing quote, or -1 */
-static inline Py_ssize_t string_end(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
+/* a[i] == '"': index after the closing quote, or -1; c->escaped tells whether the string
+   holds an escape */
+static inline Py_ssize_t string_end(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n) {
     i++;
-    if (i < n) check_needle(a, i, n);
+    c->escaped = 0;
+    if (i < n) check_needle(c, a, i, n);
     for (;;) {
         i = plain_end(a, i, n);
         if (i >= n) return -1;
@@ -154,24 +164,18 @@ static inline Py_ssize_t string_end(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
         if (a[i] != '\\') return -1; /* a raw control character */
         Py_ssize_t k = escape_len(a, i, n);
         if (!k) return -1;
-        if (a[i + 1] == '"' && i + 2 < n) check_needle(a, i + 2, n);
+        if (a[i + 1] == '"' && i + 2 < n) check_needle(c, a, i + 2, n);
+        c->escaped = 1;
         i += k;
     }
 }
 
-static int has_backslash(bytes_t a, Py_ssize_t s, Py_ssize_t e) {
-    return e > s && memchr(a + s, '\\', (size_t)(e - s)) != NULL;
-}
-
-/* The output is column-major: field f of an event is at row[f * ST], ST = the capacity
-   (set per scan; thread-local like needle_seen). */
-static _Thread_local Py_ssize_t ST;
-
-/* a[i] == '"': hashes and span into dst[0, ST, 2 ST, 3 ST]; index after the closing
+/* a[i] == '"': hashes and span into dst[0, st, 2 st, 3 st]; index after the closing
    quote, or -1.
    The raw bytes are hashed 8 at a time (two independent 64-bit hashes, length mixed in). */
-static Py_ssize_t hash_string(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *dst) {
-    Py_ssize_t s = i + 1, e = string_end(a, i, n);
+static Py_ssize_t hash_string(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *dst) {
+    const Py_ssize_t ST = c->st;
+    Py_ssize_t s = i + 1, e = string_end(c, a, i, n);
     if (e < 0) return -1;
     e--; /* the closing quote */
     uint64_t h1 = H1_START ^ (uint64_t)(e - s), h2 = H2_START + (uint64_t)(e - s);
@@ -201,6 +205,22 @@ static Py_ssize_t hash_string(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *ds
 
 static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
 
+/* end of the run of ASCII digits at a[i]: 8 bytes per step. A byte is a digit when
+   neither b - '0' (a borrow: b < '0') nor b + 0x46 (a carry: b > '9') sets its high bit;
+   carries and borrows only move up from the first non-digit byte, so its flag is exact. */
+static inline Py_ssize_t digits_end(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
+    while (i + 8 <= n) {
+        uint64_t w;
+        memcpy(&w, a + i, 8);
+        uint64_t bad = ((w - 0x3030303030303030ULL) | (w + 0x4646464646464646ULL)) &
+                       0x8080808080808080ULL;
+        if (bad) return i + (__builtin_ctzll(bad) >> 3);
+        i += 8;
+    }
+    while (i < n && is_digit(a[i])) i++;
+    return i;
+}
+
 /* end of the JSON number at a[i], or -1 */
 static Py_ssize_t skip_number(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
     if (a[i] == '-') i++;
@@ -208,21 +228,20 @@ static Py_ssize_t skip_number(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
     if (a[i] == '0') {
         i++;
     } else if (a[i] >= '1' && a[i] <= '9') {
-        i++;
-        while (i < n && is_digit(a[i])) i++;
+        i = digits_end(a, i + 1, n);
     } else {
         return -1;
     }
     if (i < n && a[i] == '.') {
         i++;
         if (i >= n || !is_digit(a[i])) return -1;
-        while (i < n && is_digit(a[i])) i++;
+        i = digits_end(a, i + 1, n);
     }
     if (i < n && (a[i] == 'e' || a[i] == 'E')) {
         i++;
         if (i < n && (a[i] == '+' || a[i] == '-')) i++;
         if (i >= n || !is_digit(a[i])) return -1;
-        while (i < n && is_digit(a[i])) i++;
+        i = digits_end(a, i + 1, n);
     }
     return i;
 }
@@ -235,14 +254,14 @@ static Py_ssize_t literal(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
 }
 
 /* validate and skip the JSON value at a[i]: its end, or -1 */
-static Py_ssize_t skip_value(bytes_t a, Py_ssize_t i, Py_ssize_t n, uint8_t *stack) {
+static Py_ssize_t skip_value(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, uint8_t *stack) {
     int depth = 0, state = S_VALUE;
     while (i < n) {
         int k = CLASS[a[i]];
         int next = NEXT[state][k];
         switch (k) {
         case C_STR:
-            if (next == S_ERR || (i = string_end(a, i, n)) < 0) return -1;
+            if (next == S_ERR || (i = string_end(c, a, i, n)) < 0) return -1;
             break;
         case C_NUM:
             if (next == S_ERR || (i = skip_number(a, i, n)) < 0) return -1;
@@ -388,77 +407,85 @@ static int event_key(bytes_t a, Py_ssize_t s, Py_ssize_t len) {
 }
 
 static int arg_key(bytes_t a, Py_ssize_t s, Py_ssize_t len) {
-    for (int k = 0; k < N_ARG_KEYS; k++)
-        if (ARG_KEY_LENS[k] == len && !memcmp(a + s, ARG_KEYS[k], (size_t)len)) return k;
+    if (len < 3) return -1;
+    for (int k = 0; k < N_ARG_KEYS; k++) {
+        const char *key = ARG_KEYS[k];
+        /* most keys differ in length or in their first or last byte: no call */
+        if (ARG_KEY_LENS[k] == len && key[0] == (char)a[s] && key[len - 1] == (char)a[s + len - 1] &&
+            !memcmp(a + s, key, (size_t)len))
+            return k;
+    }
     return -1;
-}
-
-static inline void empty_string(int64_t *f, int64_t h1, int64_t h2) {
-    f[0] = h1;
-    f[ST] = h2;
-    f[2 * ST] = f[3 * ST] = -1;
 }
 
 #define EMPTY_H1 ((int64_t)(H1_START & MASK63))
 #define EMPTY_H2 ((int64_t)(H2_START & MASK63))
 
-static void reset(int64_t *row) {
+static inline void empty_string(int64_t *f, Py_ssize_t st) {
+    f[0] = EMPTY_H1;
+    f[st] = EMPTY_H2;
+    f[2 * st] = f[3 * st] = -1;
+}
+
+
+static void reset(int64_t *row, const Py_ssize_t ST) {
     row[F_TS * ST] = row[F_DUR * ST] = 0;
-    empty_string(row + F_NAME * ST, EMPTY_H1, EMPTY_H2);
-    empty_string(row + F_CAT * ST, EMPTY_H1, EMPTY_H2);
+    empty_string(row + F_NAME * ST, ST);
+    empty_string(row + F_CAT * ST, ST);
     row[F_PID * ST] = row[F_TID * ST] = -1;
     row[(F_PID + 1) * ST] = row[(F_TID + 1) * ST] = 0;
     row[(F_PID + 2) * ST] = row[(F_PID + 3) * ST] = -1;
     row[(F_TID + 2) * ST] = row[(F_TID + 3) * ST] = -1;
     for (int f = F_ARG_INT0; f < F_ARG_STR0; f++) row[f * ST] = -1;
-    for (int f = F_ARG_STR0; f < N_FIELDS; f += 4) empty_string(row + f * ST, EMPTY_H1, EMPTY_H2);
+    for (int f = F_ARG_STR0; f < N_FIELDS; f += 4) empty_string(row + f * ST, ST);
 }
 
 /* the args object at a[i] == '{' into row: its end, or -1; *ok = 0 when a value read is
    not one this scanner converts */
-static Py_ssize_t parse_args(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *row,
+static Py_ssize_t parse_args(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *row,
                              uint8_t *stack, int *ok) {
+    const Py_ssize_t ST = c->st;
     i = ws(a, i + 1, n);
     if (i < n && a[i] == '}') return i + 1;
     for (;;) {
         if (i >= n || a[i] != '"') return -1;
         Py_ssize_t ks = i + 1;
-        if ((i = string_end(a, i, n)) < 0) return -1;
+        if ((i = string_end(c, a, i, n)) < 0) return -1;
         int k = arg_key(a, ks, i - 1 - ks);
-        if (k < 0 && has_backslash(a, ks, i - 1)) *ok = 0; /* might spell a known key */
+        if (k < 0 && c->escaped) *ok = 0; /* might spell a known key */
         i = ws(a, i, n);
         if (i >= n || a[i] != ':') return -1;
         i = ws(a, i + 1, n);
         if (i >= n) return -1;
-        uint8_t c = a[i];
+        uint8_t ch = a[i];
         if (k >= N_INT_ARGS) { /* a string arg */
             int64_t *f = row + (F_ARG_STR0 + 4 * (k - N_INT_ARGS)) * ST;
-            if (c == '"') {
-                i = hash_string(a, i, n, f);
-            } else if (c == 'n') { /* null reads as "" */
+            if (ch == '"') {
+                i = hash_string(c, a, i, n, f);
+            } else if (ch == 'n') { /* null reads as "" */
                 i = literal(a, i, n);
-                empty_string(f, EMPTY_H1, EMPTY_H2);
+                empty_string(f, ST);
             } else {
                 *ok = 0;
-                i = skip_value(a, i, n, stack);
+                i = skip_value(c, a, i, n, stack);
             }
         } else if (k >= 0) { /* an int arg */
             int64_t *f = row + (F_ARG_INT0 + k) * ST;
-            if (c == '-' || is_digit(c)) {
+            if (ch == '-' || is_digit(ch)) {
                 i = parse_int(a, i, n, f);
-            } else if (c == '"') { /* ROCm writes "bytes": "60" */
+            } else if (ch == '"') { /* ROCm writes "bytes": "60" */
                 Py_ssize_t s = i + 1;
-                if ((i = string_end(a, i, n)) >= 0) *f = string_int(a, s, i - 1);
-            } else if (c == 'n') { /* null reads as the default */
+                if ((i = string_end(c, a, i, n)) >= 0) *f = string_int(a, s, i - 1);
+            } else if (ch == 'n') { /* null reads as the default */
                 i = literal(a, i, n);
                 *f = -1;
             } else {
                 *f = NO_INT;
-                i = skip_value(a, i, n, stack);
+                i = skip_value(c, a, i, n, stack);
             }
             if (*f == NO_INT) *ok = 0;
         } else {
-            i = skip_value(a, i, n, stack);
+            i = skip_value(c, a, i, n, stack);
         }
         if (i < 0) return -1;
         i = ws(a, i, n);
@@ -475,10 +502,11 @@ static Py_ssize_t parse_args(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *row
 enum { EV_OTHER_PHASE, EV_COMPLETE, EV_UNSUPPORTED };
 
 /* the event object at a[i] == '{' into row: its end, or -1; *kind = EV_... */
-static Py_ssize_t parse_event(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *row,
+static Py_ssize_t parse_event(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *row,
                               uint8_t *stack, int *kind) {
+    const Py_ssize_t ST = c->st;
     int is_x = 0, ok = 1, has_ts = 0, escaped = 0;
-    reset(row);
+    reset(row, ST);
     i = ws(a, i + 1, n);
     if (i < n && a[i] == '}') {
         *kind = EV_OTHER_PHASE;
@@ -487,28 +515,28 @@ static Py_ssize_t parse_event(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *ro
     for (;;) {
         if (i >= n || a[i] != '"') return -1;
         Py_ssize_t ks = i + 1;
-        if ((i = string_end(a, i, n)) < 0) return -1;
+        if ((i = string_end(c, a, i, n)) < 0) return -1;
         int k = event_key(a, ks, i - 1 - ks);
-        if (k == K_OTHER && has_backslash(a, ks, i - 1)) escaped = 1;
+        if (k == K_OTHER && c->escaped) escaped = 1;
         i = ws(a, i, n);
         if (i >= n || a[i] != ':') return -1;
         i = ws(a, i + 1, n);
         if (i >= n) return -1;
-        uint8_t c = a[i];
-        int num = c == '-' || is_digit(c);
+        uint8_t ch = a[i];
+        int num = ch == '-' || is_digit(ch);
         if (k == K_PH) {
-            if (c == '"') {
+            if (ch == '"') {
                 Py_ssize_t s = i;
-                i = string_end(a, i, n);
+                i = string_end(c, a, i, n);
                 is_x = i == s + 3 && a[s + 1] == 'X';
-                if (i > 0 && has_backslash(a, s + 1, i - 1)) escaped = 1; /* "\u0058" */
+                if (c->escaped) escaped = 1; /* "\u0058" */
             } else {
                 is_x = 0;
-                i = skip_value(a, i, n, stack);
+                i = skip_value(c, a, i, n, stack);
             }
-        } else if ((k == K_CAT || k == K_NAME || k == K_PID || k == K_TID) && c == '"') {
+        } else if ((k == K_CAT || k == K_NAME || k == K_PID || k == K_TID) && ch == '"') {
             int f = k == K_CAT ? F_CAT : k == K_NAME ? F_NAME : k == K_PID ? F_PID : F_TID;
-            i = hash_string(a, i, n, row + f * ST);
+            i = hash_string(c, a, i, n, row + f * ST);
         } else if ((k == K_PID || k == K_TID) && num) {
             int64_t *f = row + (k == K_PID ? F_PID : F_TID) * ST;
             i = parse_int(a, i, n, f);
@@ -518,11 +546,11 @@ static Py_ssize_t parse_event(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *ro
             i = parse_us(a, i, n, f);
             if (*f == NO_INT || (k == K_DUR && *f < 0)) ok = 0;
             if (k == K_TS) has_ts = 1;
-        } else if (k == K_ARGS && c == '{') {
-            i = parse_args(a, i, n, row, stack, &ok);
+        } else if (k == K_ARGS && ch == '{') {
+            i = parse_args(c, a, i, n, row, stack, &ok);
         } else {
             if (k != K_OTHER) ok = 0; /* a known field of another type */
-            i = skip_value(a, i, n, stack);
+            i = skip_value(c, a, i, n, stack);
         }
         if (i < 0) return -1;
         i = ws(a, i, n);
@@ -540,7 +568,7 @@ static Py_ssize_t parse_event(bytes_t a, Py_ssize_t i, Py_ssize_t n, int64_t *ro
     return i + 1;
 }
 
-static int scan_slice(bytes_t a, Py_ssize_t n, int64_t *out, Py_ssize_t cap,
+static int scan_slice(Ctx *c, bytes_t a, Py_ssize_t n, int64_t *out, Py_ssize_t cap,
                       Py_ssize_t *rows_out) {
     uint8_t stack[MAX_DEPTH];
     Py_ssize_t rows = 0;
@@ -555,7 +583,7 @@ static int scan_slice(bytes_t a, Py_ssize_t n, int64_t *out, Py_ssize_t cap,
         if (a[i] != '{') { status = ST_UNSUPPORTED; break; } /* msgspec names what it is */
         if (rows == cap) { status = ST_FULL; break; }
         int kind;
-        i = parse_event(a, i, n, out + rows, stack, &kind);
+        i = parse_event(c, a, i, n, out + rows, stack, &kind);
         if (i < 0) { status = ST_SYNTAX; break; }
         if (kind == EV_UNSUPPORTED) { status = ST_UNSUPPORTED; break; }
         rows += kind == EV_COMPLETE;
@@ -597,16 +625,14 @@ static PyObject *py_scan(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_ssize_t cap = out.len / (Py_ssize_t)(N_FIELDS * sizeof(int64_t)), rows = 0;
-    int status, needle;
+    int status;
+    Ctx ctx = {cap, 0, 0};
     Py_BEGIN_ALLOW_THREADS
-    needle_seen = 0;
-    ST = cap;
-    status = scan_slice((bytes_t)in.buf, in.len, (int64_t *)out.buf, cap, &rows);
-    needle = needle_seen;
+    status = scan_slice(&ctx, (bytes_t)in.buf, in.len, (int64_t *)out.buf, cap, &rows);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&in);
     PyBuffer_Release(&out);
-    return Py_BuildValue("(inO)", status, rows, needle ? Py_True : Py_False);
+    return Py_BuildValue("(inO)", status, rows, ctx.needle ? Py_True : Py_False);
 }
 
 static PyMethodDef methods[] = {

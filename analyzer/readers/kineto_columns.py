@@ -100,6 +100,10 @@ def _categorical(codes: np.ndarray, table: Codes) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=cats)
 
 
+#: largest |microseconds| whose ns fit int64 (the compiled scanner hands on larger ones)
+_MAX_US = (2**63 - 1 - 1000) // 1000
+
+
 def _us_to_ns(us: np.ndarray) -> np.ndarray:
     """Microseconds (float) -> int64 ns: whole microseconds scaled as integers, and the
     fraction (exact in floating point) rounded to the nearest ns (half to even).
@@ -319,6 +323,13 @@ class Columns:
             bad = int(np.flatnonzero(~np.isfinite(ts_us))[0])
             raise BadInputError(
                 f"{file_name}: event {text(events[bad].name)!r} has no numeric timestamp (ts)"
+            )
+        huge = (np.abs(ts_us) > _MAX_US) | (dur_us > _MAX_US)
+        if huge.any():
+            i = int(np.flatnonzero(huge)[0])
+            raise BadInputError(
+                f"{file_name}: event {text(events[i].name)!r} has an absurd time "
+                f"(ts {float(ts_us[i])!r} us, dur {float(dur_us[i])!r} us; over 292 years)"
             )
         bad_dur = ~np.isfinite(dur_us) | (dur_us < 0)
         if bad_dur.any():
