@@ -37,6 +37,9 @@ static const char *ARG_KEYS[N_ARG_KEYS] = {
     "Group size", "Seq", "seq", "bytes", "Collective name", "dtype", "Process Group Name",
 };
 static Py_ssize_t ARG_KEY_LENS[N_ARG_KEYS];
+#define MAX_KEY_LEN 32
+/* the arg keys of each length, -1 terminated */
+static int8_t KEYS_BY_LEN[MAX_KEY_LEN][N_ARG_KEYS + 1];
 
 /* byte classes and the grammar of skipped values */
 enum { C_BAD, C_WS, C_NUM, C_STR, C_OPEN_OBJ, C_OPEN_ARR, C_CLOSE_OBJ, C_CLOSE_ARR,
@@ -70,7 +73,13 @@ static void init_tables(void) {
     NEXT[S_NEXT][C_CLOSE_OBJ] = NEXT[S_NEXT][C_CLOSE_ARR] = S_NEXT;
     NEXT[S_FIRST_KEY][C_CLOSE_OBJ] = NEXT[S_FIRST_VALUE][C_CLOSE_ARR] = S_NEXT;
     for (int st = 0; st < N_STATES; st++) NEXT[st][C_WS] = (uint8_t)st;
-    for (int k = 0; k < N_ARG_KEYS; k++) ARG_KEY_LENS[k] = (Py_ssize_t)strlen(ARG_KEYS[k]);
+    memset(KEYS_BY_LEN, -1, sizeof KEYS_BY_LEN);
+    for (int k = 0; k < N_ARG_KEYS; k++) {
+        ARG_KEY_LENS[k] = (Py_ssize_t)strlen(ARG_KEYS[k]);
+        int8_t *slot = KEYS_BY_LEN[ARG_KEY_LENS[k]];
+        while (*slot >= 0) slot++;
+        *slot = (int8_t)k;
+    }
 }
 
 typedef const uint8_t *bytes_t;
@@ -84,6 +93,16 @@ static inline Py_ssize_t ws(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
     while (i < n && a[i] <= ' ' && (a[i] == ' ' || a[i] == '\n' || a[i] == '\r' || a[i] == '\t'))
         i++;
     return i;
+}
+
+/* a[i] should be the ':' after a key: the index of the value (spaces skipped), or -1.
+   Compact files ("key":value) take the first branch. */
+static inline Py_ssize_t value_start(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
+    if (i + 1 < n && a[i] == ':' && a[i + 1] > ' ') return i + 1;
+    i = ws(a, i, n);
+    if (i >= n || a[i] != ':') return -1;
+    i = ws(a, i + 1, n);
+    return i < n ? i : -1;
 }
 
 static inline int is_hex(uint8_t c) {
@@ -407,13 +426,13 @@ static int event_key(bytes_t a, Py_ssize_t s, Py_ssize_t len) {
 }
 
 static int arg_key(bytes_t a, Py_ssize_t s, Py_ssize_t len) {
-    if (len < 3) return -1;
-    for (int k = 0; k < N_ARG_KEYS; k++) {
-        const char *key = ARG_KEYS[k];
-        /* most keys differ in length or in their first or last byte: no call */
-        if (ARG_KEY_LENS[k] == len && key[0] == (char)a[s] && key[len - 1] == (char)a[s + len - 1] &&
+    if (len >= MAX_KEY_LEN) return -1;
+    for (const int8_t *k = KEYS_BY_LEN[len]; *k >= 0; k++) {
+        const char *key = ARG_KEYS[*k];
+        /* keys of one length mostly differ in their first or last byte: no call */
+        if (key[0] == (char)a[s] && key[len - 1] == (char)a[s + len - 1] &&
             !memcmp(a + s, key, (size_t)len))
-            return k;
+            return *k;
     }
     return -1;
 }
@@ -453,10 +472,7 @@ static Py_ssize_t parse_args(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int6
         if ((i = string_end(c, a, i, n)) < 0) return -1;
         int k = arg_key(a, ks, i - 1 - ks);
         if (k < 0 && c->escaped) *ok = 0; /* might spell a known key */
-        i = ws(a, i, n);
-        if (i >= n || a[i] != ':') return -1;
-        i = ws(a, i + 1, n);
-        if (i >= n) return -1;
+        if ((i = value_start(a, i, n)) < 0) return -1;
         uint8_t ch = a[i];
         if (k >= N_INT_ARGS) { /* a string arg */
             int64_t *f = row + (F_ARG_STR0 + 4 * (k - N_INT_ARGS)) * ST;
@@ -488,6 +504,10 @@ static Py_ssize_t parse_args(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int6
             i = skip_value(c, a, i, n, stack);
         }
         if (i < 0) return -1;
+        if (i + 1 < n && a[i] == ',' && a[i + 1] > ' ') { /* compact: the next key */
+            i++;
+            continue;
+        }
         i = ws(a, i, n);
         if (i >= n) return -1;
         if (a[i] == ',') {
@@ -518,10 +538,7 @@ static Py_ssize_t parse_event(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int
         if ((i = string_end(c, a, i, n)) < 0) return -1;
         int k = event_key(a, ks, i - 1 - ks);
         if (k == K_OTHER && c->escaped) escaped = 1;
-        i = ws(a, i, n);
-        if (i >= n || a[i] != ':') return -1;
-        i = ws(a, i + 1, n);
-        if (i >= n) return -1;
+        if ((i = value_start(a, i, n)) < 0) return -1;
         uint8_t ch = a[i];
         int num = ch == '-' || is_digit(ch);
         if (k == K_PH) {
@@ -553,6 +570,10 @@ static Py_ssize_t parse_event(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int
             i = skip_value(c, a, i, n, stack);
         }
         if (i < 0) return -1;
+        if (i + 1 < n && a[i] == ',' && a[i + 1] > ' ') { /* compact: the next key */
+            i++;
+            continue;
+        }
         i = ws(a, i, n);
         if (i >= n) return -1;
         if (a[i] == ',') {
