@@ -90,7 +90,9 @@ def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def vocabularies(monkeypatch: pytest.MonkeyPatch) -> list[kineto_decode.Vocabulary]:
-    """Every ``Vocabulary`` the reader creates, to see which decoder ran."""
+    """Every ``Vocabulary`` the reader creates, to see which decoder ran (these tests are
+    about the msgspec path, so the compiled scanner is not forced on)."""
+    monkeypatch.delenv("ANALYZER_SCANNER", raising=False)
     made: list[kineto_decode.Vocabulary] = []
     real = kineto_decode.Vocabulary.__init__
 

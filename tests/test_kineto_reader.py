@@ -440,3 +440,24 @@ def test_exact_scanner_when_fast_cuts_all_fall_in_strings(
     ev = read_kineto(_write(tmp_path, {"traceEvents": events})).events
     assert calls  # the exact path ran
     assert ev["name"].astype(str).tolist() == [e["name"] for e in events]
+
+
+def test_without_the_compiled_scanner_msgspec_reads_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An install without a C compiler has no ``_kscan``: "auto" falls back, "compiled" says so."""
+    from analyzer.readers import kineto_scan
+
+    monkeypatch.delenv("ANALYZER_SCANNER", raising=False)
+    monkeypatch.setattr(kineto_scan, "_kscan", None)
+    events = [{"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": i, "dur": 1}
+              for i in range(30000)]  # fmt: skip
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    assert path.stat().st_size >= 1 << 20  # big enough for "auto" to want the scanner
+    assert not kineto_scan.available()
+    trace = read_kineto(path)
+    assert len(trace.events) == 30000
+    assert int(trace.events["dur_ns"].sum()) == 30000 * 1000
+    with pytest.raises(RuntimeError, match="not built"):
+        read_kineto(path, scanner="compiled")

@@ -622,6 +622,12 @@ static int scan_slice(Ctx *c, bytes_t a, Py_ssize_t n, int64_t *out, Py_ssize_t 
         break;
     }
     *rows_out = rows;
+    if (status == ST_UNSUPPORTED) {
+        /* the caller decodes this slice another way: tell whether it is JSON at all (a cut
+           inside a string must still be rejected here) */
+        Py_ssize_t end = skip_value(c, a, ws(a, 0, n), n, stack);
+        if (end < 0 || ws(a, end, n) != n) status = ST_SYNTAX;
+    }
     return status;
 }
 
@@ -632,7 +638,8 @@ static int scan_slice(Ctx *c, bytes_t a, Py_ssize_t n, int64_t *out, Py_ssize_t 
 PyDoc_STRVAR(scan_doc,
 "scan(data, out) -> (status, rows, collective)\n\n"
 "Scan the slice ``data`` (bytes-like, ``[...]``) into ``out`` (a writable C-contiguous\n"
-"int64 buffer of shape (40, capacity): one row per field). status: 0 OK, 1 UNSUPPORTED, 2 SYNTAX, 3 FULL.\n"
+"int64 buffer of shape (40, capacity): one row per field). status: 0 OK, 1 UNSUPPORTED\n"
+"(valid JSON the scanner does not convert), 2 SYNTAX (not JSON), 3 FULL.\n"
 "collective: whether the bytes '\"Collective name' occur in the slice.");
 
 static PyObject *py_scan(PyObject *self, PyObject *args) {

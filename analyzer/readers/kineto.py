@@ -104,10 +104,11 @@ def read_kineto(
     cols = Columns()
     decode: Any = SliceDecoder(Vocabulary(cols.names, cols.kinds))
     fast = _fast_decoder(scanner, path)
-    if fast is not None:
-        decode = fast(decode, cols)
+    slices = (
+        splitter.iter_decoded(decode) if fast is None else fast(decode, cols).iterate(splitter)
+    )
     try:
-        for events, keys in splitter.iter_decoded(decode):  # type: ignore[misc]
+        for events, keys in slices:  # type: ignore[misc]
             if isinstance(events, list):
                 cols.add(events, keys, path.name)
             else:
