@@ -71,14 +71,14 @@ def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -
                 yield data
                 data = fh.read(READ_BLOCK_BYTES)
             return
-        for block, disk_bytes in in_thread(lambda: _gunzip(path, fh, first)):
+        for block, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first)):
             if progress and disk_bytes:
                 progress(disk_bytes)
             if block:
                 yield block
 
 
-def in_thread(make: Callable[[], Iterator[_T]], depth: int = 3) -> Iterator[_T]:
+def _in_thread(make: Callable[[], Iterator[_T]], depth: int = 3) -> Iterator[_T]:
     """Run the generator ``make()`` in a helper thread; yield its items here, in order."""
     q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -104,11 +104,10 @@ def read_kineto(
     cols = Columns()
     decode: Any = SliceDecoder(Vocabulary(cols.names, cols.kinds))
     fast = _fast_decoder(scanner, path)
-    slices = (
-        splitter.iter_decoded(decode) if fast is None else fast(decode, cols).iterate(splitter)
-    )
+    if fast is not None:
+        decode = fast(decode, cols)
     try:
-        for events, keys in slices:  # type: ignore[misc]
+        for events, keys in splitter.iter_decoded(decode):  # type: ignore[misc]
             if isinstance(events, list):
                 cols.add(events, keys, path.name)
             else:

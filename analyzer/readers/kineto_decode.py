@@ -28,9 +28,6 @@ import msgspec
 
 __all__ = [
     "ARG_DEFAULT",
-    "check_slice",
-    "collective_keys",
-    "has_collective_needle",
     "ARG_SPEC",
     "COLLECTIVE_KEY",
     "DROP",
@@ -399,10 +396,7 @@ class SliceDecoder:
         return self.keys
 
     def __call__(self, piece: memoryview, buf: bytearray, lo: int, hi: int) -> Decoded:
-        return self.decode(piece, self.keys_for(buf, lo, hi))
-
-    def decode(self, piece: memoryview | bytes, keys: frozenset[str]) -> Decoded:
-        """Decode one slice with the args ``keys`` (see ``keys_for``)."""
+        keys = self.keys_for(buf, lo, hi)
         voc = self.vocabulary
         typed = voc.typed(keys)
         if typed is not None:
@@ -417,26 +411,3 @@ class SliceDecoder:
             return _decode(_plain(keys), piece), keys
         except msgspec.ValidationError:
             return _decode_loose(piece), _ALL_KEYS
-
-
-def check_slice(piece: memoryview | bytes, keys: frozenset[str]) -> None:
-    """Raise what ``SliceDecoder.decode`` would raise for this slice, touching no state.
-
-    For a slice another reader found malformed: ``msgspec.DecodeError`` (the splitter then
-    tries another cut), ``msgspec.ValidationError`` or ``BadValue``, with the messages of
-    the msgspec path. Returns quietly if msgspec reads the slice after all.
-    """
-    try:
-        _decode(_plain(keys), piece)
-    except msgspec.ValidationError:
-        _decode_loose(piece)
-
-
-def has_collective_needle(buf: bytearray, lo: int, hi: int) -> bool:
-    """Whether ``buf[lo:hi]`` holds the bytes that switch the collective args on."""
-    return buf.find(_COLLECTIVE_NEEDLE, lo, hi) >= 0
-
-
-def collective_keys(keys: frozenset[str]) -> frozenset[str]:
-    """``keys`` with the collective args."""
-    return keys | _COLLECTIVE_KEYS

@@ -1,10 +1,11 @@
 """The compiled path of the Kineto reader: slices scanned into columns (``kineto_scan``).
 
-``FastSliceDecoder.iterate`` reads a file's slices with the compiled scanner (in a helper
-thread) and yields ``ScannedSlice``s (numpy columns, strings already turned into codes);
-a slice the scanner does not convert goes to the msgspec decoder, which has the full
-semantics and error messages. Both kinds of result go into the same ``Columns``, so names
-get the same codes whichever path read them.
+``FastSliceDecoder`` stands in for ``kineto_decode.SliceDecoder``: it scans a slice with
+the compiled scanner and returns a ``ScannedSlice`` (numpy columns, strings already turned
+into codes); when the scanner answers anything but OK (a value it does not convert, or
+malformed JSON), the slice goes to the msgspec decoder, which has the full semantics and
+error messages. Both kinds of result go into the same ``Columns``, so names get the same
+codes whichever path read them.
 
 Strings arrive as two 63-bit hashes and a span. ``StringTable`` keeps the hashes seen so
 far in a ``pandas.Index``: a slice's distinct hashes are looked up in one vectorised call,
@@ -13,7 +14,7 @@ and only strings never seen before are decoded in Python (a few thousand per fil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +24,7 @@ import pandas as pd
 
 from analyzer.readers import kineto_scan as ks
 from analyzer.readers.kineto_columns import DTYPE_BYTES, Columns, SliceArgs
-from analyzer.readers.jsonstream import TraceSplitter, in_thread
-from analyzer.readers.kineto_decode import (
-    ARG_DEFAULT,
-    COLLECTIVE_KEY,
-    SliceDecoder,
-    as_int,
-    check_slice,
-    collective_keys,
-    has_collective_needle,
-)
+from analyzer.readers.kineto_decode import ARG_DEFAULT, COLLECTIVE_KEY, SliceDecoder, as_int
 
 __all__ = ["FastSliceDecoder", "ScannedSlice", "StringTable"]
 
@@ -102,8 +94,8 @@ def _string(out: np.ndarray, field: int, n: int) -> tuple[np.ndarray, ...]:
 class ScannedSlice(SliceArgs):
     """The columns of one scanned slice (complete events only).
 
-    ``ts_ns``, ``dur_ns`` and ``arg_rows`` are views into the slice's scanned fields
-    (``Columns`` copies what it keeps).
+    ``ts_ns``, ``dur_ns`` and ``arg_rows`` are views into the scanner's reused output
+    matrix: valid until the next slice is scanned (``Columns`` copies what it keeps).
     """
 
     n: int
@@ -132,25 +124,14 @@ class ScannedSlice(SliceArgs):
 
 
 class FastSliceDecoder:
-    """Read a file's slices with the compiled scanner, in two threads.
-
-    A helper thread reads the file, cuts it into slices, scans each one (the C scan
-    releases the GIL) and hands on a copy of the slice with its scanned fields; this
-    thread turns them into columns (``iterate``). A slice the scanner does not convert
-    (valid JSON of an odd shape) is decoded here by the msgspec ``SliceDecoder``; one
-    that is not JSON is checked by msgspec in the helper thread, so the cut is retried or
-    the error raised exactly as on the msgspec path. The two threads share no mutable
-    state: the helper owns the file, the cut and which args keys are read; this thread
-    owns every name table.
-    """
+    """Scan slices into ``ScannedSlice``; hand the rest to the msgspec ``SliceDecoder``."""
 
     def __init__(self, fallback: SliceDecoder, cols: Columns) -> None:
         self.fallback = fallback
         self.cols = cols
+        self.out = np.empty((ks.N_FIELDS, 1 << 14), dtype=np.int64)
         self.scanned = 0  # slices by the scanner
         self.decoded = 0  # slices by msgspec
-        self._out = np.empty((ks.N_FIELDS, 1 << 14), dtype=np.int64)  # the helper's
-        self._keys = fallback.keys  # the helper's: the collective args stick once seen
         self._names = StringTable(cols.names.__getitem__)
         self._kinds = StringTable(cols.kinds.__getitem__)
         self._ints = StringTable(as_int)
@@ -158,46 +139,30 @@ class FastSliceDecoder:
         self._pg_names = StringTable(cols.pg_names.__getitem__)
         self._dtype_sizes = StringTable(lambda d: DTYPE_BYTES.get(d.lower(), -1))
 
-    def iterate(self, splitter: TraceSplitter) -> Iterator[tuple[Any, frozenset[str]]]:
-        """(``ScannedSlice`` or msgspec events, args keys) of every slice, in file order."""
-        for item in in_thread(lambda: splitter.iter_decoded(self._scan), depth=1):
-            kind, data, keys = item[0], item[1], item[2]
-            if kind == "scan":
-                a = np.frombuffer(data, dtype=np.uint8)
-                try:
-                    scanned = self._columns(a, item[3], keys)
-                except _Collision:
-                    pass
-                else:
-                    self.scanned += 1
-                    yield scanned, keys
-                    continue
-            self.decoded += 1
-            yield self.fallback.decode(data, keys)
-
-    def _scan(self, piece: memoryview, buf: bytearray, lo: int, hi: int) -> tuple[Any, ...]:
-        """(In the helper thread) scan one candidate slice; raises for a bad cut."""
+    def __call__(self, piece: memoryview, buf: bytearray, lo: int, hi: int) -> Any:
         while True:
-            status, n, collective = ks.scan(piece, self._out)
+            status, n, collective = ks.scan(piece, self.out)
             if status != ks.FULL:
                 break
-            self._out = np.empty((ks.N_FIELDS, 2 * self._out.shape[1]), dtype=np.int64)
-        if status == ks.SYNTAX:  # like the msgspec path: its needle search, its errors
-            if has_collective_needle(buf, lo, hi):
-                self._keys = collective_keys(self._keys)
-            check_slice(piece, self._keys)
-        elif collective:
-            self._keys = collective_keys(self._keys)
-        data = piece.tobytes()
+            self.out = np.empty((ks.N_FIELDS, 2 * self.out.shape[1]), dtype=np.int64)
         if status == ks.OK:
-            return ("scan", data, self._keys, self._out[:, :n].copy())
-        return ("decode", data, self._keys)
+            keys = self.fallback.collective_seen() if collective else self.fallback.keys
+            a = np.frombuffer(piece, dtype=np.uint8)
+            try:
+                scanned = self._columns(a, n, keys)
+            except _Collision:
+                pass
+            else:
+                self.scanned += 1
+                return scanned, keys
+        self.decoded += 1
+        return self.fallback(piece, buf, lo, hi)
 
-    def _columns(self, a: np.ndarray, out: np.ndarray, keys: frozenset[str]) -> ScannedSlice:
-        n = out.shape[1]
+    def _columns(self, a: np.ndarray, n: int, keys: frozenset[str]) -> ScannedSlice:
+        out = self.out
         kind = self._kinds.values(a, *_string(out, ks.CAT, n)).astype(np.int8)
         name = self._names.values(a, *_string(out, ks.NAME, n)).astype(np.int32)
-        pid, tid = (self._id_column(a, out, field) for field in (ks.PID, ks.TID))
+        pid, tid = (self._id_column(a, field, n) for field in (ks.PID, ks.TID))
         collective = None
         if COLLECTIVE_KEY in keys:
             coll = self._collectives.values(a, *_string(out, ks.FIELDS["collective"], n))
@@ -218,11 +183,11 @@ class FastSliceDecoder:
             collective=collective,
         )
 
-    def _id_column(self, a: np.ndarray, out: np.ndarray, field: int) -> np.ndarray:
+    def _id_column(self, a: np.ndarray, field: int, n: int) -> np.ndarray:
         """pid/tid: the ints, with string ids (``"stream 7"``) read as ``as_int`` does."""
-        col = out[field].copy()
-        strings = np.flatnonzero(out[field + 2] >= 0)
+        col = self.out[field, :n].copy()
+        strings = np.flatnonzero(self.out[field + 2, :n] >= 0)
         if strings.size:
-            h1, h2, s, e = (out[field + k, strings] for k in range(4))
+            h1, h2, s, e = (self.out[field + k, strings] for k in range(4))
             col[strings] = self._ints.values(a, h1, h2, s, e)
         return col
