@@ -86,6 +86,8 @@ def run_child(mode: str, path: Path) -> dict:
     imports, call = CHILD[mode]
     code = PRELUDE.format(repo=str(REPO), imports=imports) + call + "\n" + EPILOGUE
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    # as on a normal install: modules compiled once to __pycache__, not on every start
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out_f = OUT / f".child-{mode}.out"
     err_f = OUT / f".child-{mode}.err"
     start = time.perf_counter()

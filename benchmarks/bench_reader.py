@@ -13,6 +13,7 @@ runs is the figure to compare, and ``--against`` interleaves runs of another che
     git archive HEAD~3 analyzer | tar -x -C /tmp/old && \\
         python benchmarks/bench_reader.py --against /tmp/old
     python benchmarks/bench_reader.py --trace some/rank0.trace.json.gz
+    ANALYZER_SCANNER=msgspec python benchmarks/bench_reader.py   # the msgspec path
 """
 
 from __future__ import annotations
@@ -53,8 +54,15 @@ if stages:
                 spent[key] = spent.get(key, 0.0) + time.process_time() - t
         setattr(owner, name, run)
 
-    timed(kineto_decode, "_decode", "decode")
-    timed(kineto_columns.Columns, "add", "columns")
+    timed(kineto_decode, "_decode", "decode (msgspec)")
+    timed(kineto_columns.Columns, "add", "columns (msgspec)")
+    try:  # the compiled path (absent in older checkouts)
+        from analyzer.readers import kineto_fast, kineto_scan
+        timed(kineto_scan, "scan", "scan (C)")
+        timed(kineto_fast.FastSliceDecoder, "_columns", "names (compiled)")
+        timed(kineto_columns.Columns, "add_scanned", "columns (compiled)")
+    except (ImportError, AttributeError):
+        pass
     timed(kineto_columns.Columns, "frame", "sort+frame")
 r0 = resource.getrusage(resource.RUSAGE_SELF)
 t0 = time.process_time()

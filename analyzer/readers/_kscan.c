@@ -105,6 +105,27 @@ static inline Py_ssize_t value_start(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
     return i < n ? i : -1;
 }
 
+/* after a member's value at a[i]: 1 with *pi at the next key (after ','), 0 with *pi
+   after the closing '}', -1 for anything else. Compact files take the first branch. */
+static inline int next_member(bytes_t a, Py_ssize_t *pi, Py_ssize_t n) {
+    Py_ssize_t i = *pi;
+    if (i + 1 < n && a[i] == ',' && a[i + 1] > ' ') {
+        *pi = i + 1;
+        return 1;
+    }
+    i = ws(a, i, n);
+    if (i >= n) return -1;
+    if (a[i] == ',') {
+        *pi = ws(a, i + 1, n);
+        return 1;
+    }
+    if (a[i] == '}') {
+        *pi = i + 1;
+        return 0;
+    }
+    return -1;
+}
+
 static inline int is_hex(uint8_t c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
@@ -504,18 +525,9 @@ static Py_ssize_t parse_args(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int6
             i = skip_value(c, a, i, n, stack);
         }
         if (i < 0) return -1;
-        if (i + 1 < n && a[i] == ',' && a[i + 1] > ' ') { /* compact: the next key */
-            i++;
-            continue;
-        }
-        i = ws(a, i, n);
-        if (i >= n) return -1;
-        if (a[i] == ',') {
-            i = ws(a, i + 1, n);
-            continue;
-        }
-        if (a[i] == '}') return i + 1;
-        return -1;
+        int more = next_member(a, &i, n);
+        if (more < 0) return -1;
+        if (!more) return i;
     }
 }
 
@@ -570,23 +582,14 @@ static Py_ssize_t parse_event(Ctx *c, bytes_t a, Py_ssize_t i, Py_ssize_t n, int
             i = skip_value(c, a, i, n, stack);
         }
         if (i < 0) return -1;
-        if (i + 1 < n && a[i] == ',' && a[i + 1] > ' ') { /* compact: the next key */
-            i++;
-            continue;
-        }
-        i = ws(a, i, n);
-        if (i >= n) return -1;
-        if (a[i] == ',') {
-            i = ws(a, i + 1, n);
-            continue;
-        }
-        if (a[i] == '}') break;
-        return -1;
+        int more = next_member(a, &i, n);
+        if (more < 0) return -1;
+        if (!more) break;
     }
     if (escaped) *kind = EV_UNSUPPORTED;
     else if (!is_x) *kind = EV_OTHER_PHASE;
     else *kind = (ok && has_ts) ? EV_COMPLETE : EV_UNSUPPORTED;
-    return i + 1;
+    return i; /* after the closing '}' */
 }
 
 static int scan_slice(Ctx *c, bytes_t a, Py_ssize_t n, int64_t *out, Py_ssize_t cap,
