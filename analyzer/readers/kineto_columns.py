@@ -16,7 +16,6 @@ no per-event Python code:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from itertools import compress
 from operator import attrgetter
 from typing import Any
@@ -290,8 +289,12 @@ class Columns:
     category seen is interned there.
     """
 
-    def __init__(self) -> None:
-        self.parts: dict[str, list[Any]] = {k: [] for k in EVENT_COLUMNS}
+    def __init__(self, rows_hint: int = 0) -> None:
+        """``rows_hint``: a guess of the number of rows (capacity reserved, not touched)."""
+        self.columns = {
+            k: _Column(np.int8 if k == "kind" else _NP_DTYPE[d], rows_hint)
+            for k, d in EVENT_COLUMNS.items()
+        }
         self.names = Codes()
         self.collectives = Codes()
         self.pg_names = Codes()
@@ -420,25 +423,19 @@ class Columns:
         self.n += n
 
     def _put(self, key: str, arr: np.ndarray) -> None:
-        """Keep a slice's column; a constant one (e.g. all -1) is kept as ``_Const``.
-
-        A view (the compiled scanner's reused output) is copied.
-        """
-        constant = key not in ("ts_ns", "dur_ns") and arr.size and arr[0] == arr[-1]
-        if constant and (arr == arr[0]).all():
-            self.parts[key].append(_Const(arr.size, arr[0].item()))
-            return
-        self.parts[key].append(arr if arr.flags.owndata else arr.copy())
+        """Append a slice's values to column ``key``."""
+        self.columns[key].append(arr)
 
     def frame(self) -> pd.DataFrame:
         """The event table, sorted by ``ts_ns`` (stable).
 
-        Columns are assembled one at a time; the sort gathers into a spare array that is
-        then reused for the next column of the same dtype (fewer fresh pages to fault in).
+        Columns are taken one at a time; the sort gathers into a spare array that is then
+        reused for the next column of the same dtype (fewer fresh pages to fault in), and a
+        column's buffer is released as soon as it is sorted.
         """
         cols: dict[str, Any] = {}
         order: np.ndarray | None = None
-        ts, _const = _cat(self.parts.pop("ts_ns"), np.int64)
+        ts, _const = self.columns.pop("ts_ns").array()
         if ts.size and (np.diff(ts) < 0).any():
             order = np.argsort(ts, kind="stable")
             ts = ts[order]
@@ -448,7 +445,7 @@ class Columns:
             if key == "ts_ns":
                 continue
             np_dtype = np.dtype(np.int8 if key == "kind" else _NP_DTYPE[dtype])
-            arr, const = _cat(self.parts.pop(key), np_dtype)
+            arr, const = self.columns.pop(key).array()
             if order is not None and not const:
                 out = spare.pop(np_dtype, None)
                 if out is None:
@@ -473,26 +470,45 @@ class Columns:
 _NP_DTYPE = {"category": np.int32, "int32": np.int32, "int64": np.int64}
 
 
-@dataclass(frozen=True)
-class _Const:
-    """A slice's column whose rows all hold one value (saves memory while reading)."""
+class _Column:
+    """One column filled slice by slice, without a concatenation at the end.
 
-    n: int
-    value: int
+    It stays a single value (e.g. all -1: no collectives) until two values differ; then
+    its rows live in one buffer that doubles when full. Capacity that is never written
+    is never touched, so it costs address space, not memory; and one large buffer goes
+    back to the system when freed (many small per-slice arrays would stay in the heap and
+    keep the reader's peak at their sum plus the final table).
+    """
 
+    def __init__(self, dtype: Any, capacity: int) -> None:
+        self.dtype = np.dtype(dtype)
+        self.capacity = max(capacity, 1 << 16)
+        self.n = 0
+        self.value = 0  # of every row while ``data`` is None
+        self.data: np.ndarray | None = None
 
-def _cat(parts: list[Any], dtype: Any) -> tuple[np.ndarray, bool]:
-    """One array of ``dtype`` from a column's slices (arrays or ``_Const``); constant?"""
-    total = sum(p.n if isinstance(p, _Const) else len(p) for p in parts)
-    values = {p.value for p in parts if isinstance(p, _Const)}
-    if all(isinstance(p, _Const) for p in parts) and len(values) <= 1:
-        parts.clear()
-        return np.full(total, values.pop() if values else 0, dtype=dtype), True
-    out = np.empty(total, dtype=dtype)
-    pos = 0
-    for p in parts:
-        n = p.n if isinstance(p, _Const) else len(p)
-        out[pos : pos + n] = p.value if isinstance(p, _Const) else p
-        pos += n
-    parts.clear()
-    return out, False
+    def append(self, arr: np.ndarray) -> None:
+        k = len(arr)
+        if not k:
+            return
+        if self.data is None:
+            first = arr[0]
+            if (self.n == 0 or first == self.value) and arr[-1] == first and (arr == first).all():
+                self.value = first.item()
+                self.n += k
+                return
+            self.data = np.empty(max(self.capacity, self.n + k), dtype=self.dtype)
+            self.data[: self.n] = self.value
+        if self.n + k > len(self.data):
+            grown = np.empty(max(2 * len(self.data), self.n + k), dtype=self.dtype)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        self.data[self.n : self.n + k] = arr
+        self.n += k
+
+    def array(self) -> tuple[np.ndarray, bool]:
+        """(the rows, whether they all hold one value); the column is emptied."""
+        data, self.data = self.data, None
+        if data is None:
+            return np.full(self.n, self.value, dtype=self.dtype), True
+        return data[: self.n], False
