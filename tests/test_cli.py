@@ -85,6 +85,10 @@ def bad_inputs(tmp: Path) -> dict[str, Path]:
         "nan.json": b'{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "k", "pid": 0, '
                     b'"tid": 7, "ts": 1.0, "dur": NaN, "args": {"device": 0}}]}',
         "binary.json.gz": b"\x1f\x8b" + bytes(range(256)),
+        "bad_utf8.json": b'{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "k\xff\xfe", '
+                         b'"pid": 0, "tid": 7, "ts": 1.0, "dur": 2.0}]}',
+        "absurd_ts.json": b'{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "k", '
+                          b'"pid": 0, "tid": 7, "ts": 1e20, "dur": 2.0}]}',
     }
     out = {}
     for name, data in cases.items():
@@ -96,7 +100,7 @@ def bad_inputs(tmp: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", [
     "truncated.json.gz", "invalid.json", "empty.json", "not_a_trace.json", "negative.json",
-    "nan.json", "binary.json.gz",
+    "nan.json", "binary.json.gz", "bad_utf8.json", "absurd_ts.json",
 ])
 def test_bad_input_exit_2_one_line_no_partial_file(tmp_path, name):
     path = bad_inputs(tmp_path)[name]

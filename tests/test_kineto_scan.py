@@ -131,6 +131,8 @@ def test_same_table_on_sample_traces(path: Path) -> None:
         b'{"traceEvents": []}',
         b'{"traceEvents": [1, 2]}',
         b'{"traceEvents": [{"ph": "X", "ts": 1, "name": "a\\x"}]}',
+        b'{"traceEvents": [{"ph": "X", "ts": 1, "name": "bad \xff\xfe name"}]}',
+        b'{"traceEvents": [{"ph": "X", "ts": 1, "name": "ok", "args": {"x": "\xff"}}]}',
     ],
 )
 def test_bad_input_reads_alike(content: bytes, tmp_path: Path) -> None:

@@ -118,6 +118,11 @@ def read_kineto(
         raise BadInputError(f"{path.name}: invalid JSON ({_describe(exc)})") from None
     except BadValue as exc:
         raise BadInputError(f"{path.name}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BadInputError(
+            f"{path.name}: invalid UTF-8 in the JSON text ({exc.reason}: "
+            f"{exc.object[exc.start : exc.end]!r})"
+        ) from None
     except OSError as exc:
         raise BadInputError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
     head = _header(path, splitter.header)

@@ -29,7 +29,8 @@ from analyzer.readers.kineto_decode import ARG_DEFAULT, COLLECTIVE_KEY, SliceDec
 __all__ = ["FastSliceDecoder", "ScannedSlice", "StringTable"]
 
 class _Collision(Exception):
-    """Two different strings with the same first hash (never seen in practice)."""
+    """The slice goes to msgspec: two different strings with the same first hash (never
+    seen in practice), or a string that is not valid UTF-8 (msgspec reports it)."""
 
 
 class StringTable:
@@ -80,9 +81,12 @@ def _text(a: np.ndarray, s: int, e: int) -> str:
     if s < 0:
         return ""
     raw = a[s:e].tobytes()
-    if b"\\" in raw:
-        return msgspec.json.decode(b'"' + raw + b'"')  # type: ignore[no-any-return]
-    return raw.decode("utf-8", errors="surrogateescape")
+    try:
+        if b"\\" in raw:
+            return msgspec.json.decode(b'"' + raw + b'"')  # type: ignore[no-any-return]
+        return raw.decode("utf-8")
+    except (UnicodeDecodeError, msgspec.DecodeError):
+        raise _Collision from None
 
 
 def _string(out: np.ndarray, field: int, n: int) -> tuple[np.ndarray, ...]:
