@@ -249,6 +249,8 @@ static inline int is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
    neither b - '0' (a borrow: b < '0') nor b + 0x46 (a carry: b > '9') sets its high bit;
    carries and borrows only move up from the first non-digit byte, so its flag is exact. */
 static inline Py_ssize_t digits_end(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* (the first flagged byte is the lowest one only in little-endian order) */
     while (i + 8 <= n) {
         uint64_t w;
         memcpy(&w, a + i, 8);
@@ -257,6 +259,7 @@ static inline Py_ssize_t digits_end(bytes_t a, Py_ssize_t i, Py_ssize_t n) {
         if (bad) return i + (__builtin_ctzll(bad) >> 3);
         i += 8;
     }
+#endif
     while (i < n && is_digit(a[i])) i++;
     return i;
 }
