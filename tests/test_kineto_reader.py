@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from reference import merged_length
 
 from analyzer.model import BadInputError, validate_event_table
 from analyzer.readers import jsonstream, read_kineto
@@ -42,22 +43,6 @@ def _load_events(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if isinstance(doc, list):
         return doc, {}
     return doc["traceEvents"], doc
-
-
-def _merged_length(intervals: list[tuple[int, int]]) -> int:
-    """Total covered length of [start, end) intervals: the plain sort-and-merge loop."""
-    total = 0
-    cur_s = cur_e = None
-    for s, e in sorted(intervals):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
 
 
 def _ns(x: float) -> int:
@@ -92,7 +77,7 @@ def _reference(events: list[dict[str, Any]]) -> dict[str, Any]:
             ref["kernel_ns"] += dur
             if "nccl" in e["name"].lower():
                 ref["nccl_ns"] += dur
-    ref["busy_ns"] = {d: _merged_length(iv) for d, iv in busy.items()}
+    ref["busy_ns"] = {d: merged_length(iv) for d, iv in busy.items()}
     return ref
 
 
@@ -102,7 +87,7 @@ def _busy_from_table(ev) -> dict[int, int]:  # type: ignore[no-untyped-def]
     for dev, sub in g.groupby("device"):
         s = sub["ts_ns"].to_numpy()
         e = s + sub["dur_ns"].to_numpy()
-        out[int(dev)] = _merged_length(list(zip(s.tolist(), e.tolist(), strict=True)))
+        out[int(dev)] = merged_length(list(zip(s.tolist(), e.tolist(), strict=True)))
     return out
 
 

@@ -20,6 +20,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from reference import merged_length
 
 from analyzer.intervals import union_length
 from analyzer.model import BadInputError, validate_event_table
@@ -89,21 +90,6 @@ def sql_pairs(con) -> list[tuple[int, int]]:
     return sorted(con.execute(union).fetchall())
 
 
-def merged_busy_ns(rows) -> int:
-    """Length of the union of [start, end) rows sorted by start: a plain sort-merge loop."""
-    total, cur_s, cur_e = 0, None, None
-    for s, e in rows:
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                total += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        total += cur_e - cur_s
-    return total
-
-
 def test_one_trace_per_device_and_process(real):
     path, traces, con = real
     pairs = sql_pairs(con)
@@ -145,7 +131,7 @@ def test_busy_time_per_device(real):
             + " ORDER BY start"
         )
         params = [v for _ in present for v in (dev, pid)]
-        expected = merged_busy_ns(con.execute(sql, params).fetchall())
+        expected = merged_length(con.execute(sql, params).fetchall())
         ev = trace_for(traces, dev, pid).events
         g = ev[ev["kind"].isin(GPU_KINDS)]
         got = union_length(g["ts_ns"].to_numpy(), (g["ts_ns"] + g["dur_ns"]).to_numpy())

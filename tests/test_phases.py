@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import merged_length
 
 from analyzer import intervals as iv
 from analyzer.analyses.phases import attribute_steps, grouped_union_ns, outermost, phase_summary
@@ -35,18 +36,6 @@ def analysed(path: str):
     tr = read_kineto(path)
     classify_trace(tr)
     return tr, attribute_steps(tr)
-
-
-def union_us(intervals: list[tuple[float, float]]) -> float:
-    tot, cur_s, cur_e = 0.0, None, None
-    for s, e in sorted(intervals):
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                tot += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    return tot + ((cur_e - cur_s) if cur_e is not None else 0.0)
 
 
 def family(name: str) -> str:
@@ -81,8 +70,8 @@ def test_sglang_extend_step(shared_traces):
         fam[family(k["name"])].append((k["ts"], k["ts"] + k["dur"]))
     assert int(s["kernels"]) == len(kernels) + sum(
         1 for e in ev if e.get("cat") == "gpu_memcpy" and e["args"].get("correlation") in corr)
-    assert s["attention_prefill_us"] == pytest.approx(union_us(fam["attention"]), rel=1e-6)
-    assert s["gemm_us"] == pytest.approx(union_us(fam["gemm"]), rel=1e-6)
+    assert s["attention_prefill_us"] == pytest.approx(merged_length(fam["attention"]), rel=1e-6)
+    assert s["gemm_us"] == pytest.approx(merged_length(fam["gemm"]), rel=1e-6)
     assert s["attention_decode_us"] == 0
     assert len(fam["attention"]) == 36  # one prefill attention kernel per layer (Qwen3-8B: 36)
     # the execute_ annotation enriches the step with request counts
