@@ -36,7 +36,6 @@ static const char *ARG_KEYS[N_ARG_KEYS] = {
     "device", "stream", "correlation", "External id", "external id", "In msg nelems",
     "Group size", "Seq", "seq", "bytes", "Collective name", "dtype", "Process Group Name",
 };
-static Py_ssize_t ARG_KEY_LENS[N_ARG_KEYS];
 #define MAX_KEY_LEN 32
 /* the arg keys of each length, -1 terminated */
 static int8_t KEYS_BY_LEN[MAX_KEY_LEN][N_ARG_KEYS + 1];
@@ -75,8 +74,7 @@ static void init_tables(void) {
     for (int st = 0; st < N_STATES; st++) NEXT[st][C_WS] = (uint8_t)st;
     memset(KEYS_BY_LEN, -1, sizeof KEYS_BY_LEN);
     for (int k = 0; k < N_ARG_KEYS; k++) {
-        ARG_KEY_LENS[k] = (Py_ssize_t)strlen(ARG_KEYS[k]);
-        int8_t *slot = KEYS_BY_LEN[ARG_KEY_LENS[k]];
+        int8_t *slot = KEYS_BY_LEN[strlen(ARG_KEYS[k])];
         while (*slot >= 0) slot++;
         *slot = (int8_t)k;
     }
@@ -628,12 +626,6 @@ static int scan_slice(Ctx *c, bytes_t a, Py_ssize_t n, int64_t *out, Py_ssize_t 
         break;
     }
     *rows_out = rows;
-    if (status == ST_UNSUPPORTED) {
-        /* the caller decodes this slice another way: tell whether it is JSON at all (a cut
-           inside a string must still be rejected here) */
-        Py_ssize_t end = skip_value(c, a, ws(a, 0, n), n, stack);
-        if (end < 0 || ws(a, end, n) != n) status = ST_SYNTAX;
-    }
     return status;
 }
 
@@ -645,7 +637,7 @@ PyDoc_STRVAR(scan_doc,
 "scan(data, out) -> (status, rows, collective)\n\n"
 "Scan the slice ``data`` (bytes-like, ``[...]``) into ``out`` (a writable C-contiguous\n"
 "int64 buffer of shape (40, capacity): one row per field). status: 0 OK, 1 UNSUPPORTED\n"
-"(valid JSON the scanner does not convert), 2 SYNTAX (not JSON), 3 FULL.\n"
+"(a value the scanner does not convert), 2 SYNTAX (not JSON), 3 FULL.\n"
 "collective: whether the bytes '\"Collective name' occur in the slice.");
 
 static PyObject *py_scan(PyObject *self, PyObject *args) {

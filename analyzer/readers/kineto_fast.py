@@ -132,10 +132,7 @@ class FastSliceDecoder:
 
     def __init__(self, fallback: SliceDecoder, cols: Columns) -> None:
         self.fallback = fallback
-        self.cols = cols
         self.out = np.empty((ks.N_FIELDS, 1 << 14), dtype=np.int64)
-        self.scanned = 0  # slices by the scanner
-        self.decoded = 0  # slices by msgspec
         self._names = StringTable(cols.names.__getitem__)
         self._kinds = StringTable(cols.kinds.__getitem__)
         self._ints = StringTable(as_int)
@@ -153,13 +150,9 @@ class FastSliceDecoder:
             keys = self.fallback.collective_seen() if collective else self.fallback.keys
             a = np.frombuffer(piece, dtype=np.uint8)
             try:
-                scanned = self._columns(a, n, keys)
+                return self._columns(a, n, keys), keys
             except _Collision:
-                pass
-            else:
-                self.scanned += 1
-                return scanned, keys
-        self.decoded += 1
+                pass  # msgspec decodes this slice
         return self.fallback(piece, buf, lo, hi)
 
     def _columns(self, a: np.ndarray, n: int, keys: frozenset[str]) -> ScannedSlice:

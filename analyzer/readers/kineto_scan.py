@@ -99,10 +99,11 @@ def scan(a: memoryview | bytes | np.ndarray, out: np.ndarray) -> tuple[int, int,
     """Scan the slice ``a`` (``[...]``) into ``out`` (C-contiguous int64, ``(N_FIELDS, cap)``).
 
     Returns ``(status, events, collective)``: ``OK`` with the complete events in
-    ``out[:, :events]``; ``FULL`` when ``out`` has too few columns; ``UNSUPPORTED`` when the
-    slice is JSON but holds a value the scanner does not convert; ``SYNTAX`` when it is not
-    JSON. ``collective``: the slice holds the bytes ``"Collective name`` (as the msgspec
-    path's byte search would find them; meaningful with ``OK`` and ``UNSUPPORTED``).
+    ``out[:, :events]``; ``FULL`` when ``out`` has too few columns; ``UNSUPPORTED`` at the
+    first value the scanner does not convert (the rest of the slice is not looked at);
+    ``SYNTAX`` when it is not JSON. ``collective``: the slice holds the bytes
+    ``"Collective name`` (as the msgspec path's byte search would find them; meaningful
+    with ``OK``).
     """
     if _kscan is None:
         raise RuntimeError("the compiled scanner (_kscan) is not built")
