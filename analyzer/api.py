@@ -50,6 +50,7 @@ def analyze(
     A TraceSet passed in is changed in place: its event tables are classified, and the
     python stack frames that no analysis reads (``analyses/prune.py``) are dropped from them.
     """
+    from .analyses.context import trace_clues
     from .analyses.phases import attribute_steps, reassign_attention_by_phase
     from .analyses.prune import prune_python_frames
     from .analyses.serving import analyze_serving
@@ -62,7 +63,9 @@ def analyze(
         raise BadInputError("no trace found in the inputs")
     ruleset = load_rules([str(r) for r in rules])
     attributions = []
+    clues = []
     for trace in traceset.traces:
+        clues.append(trace_clues(trace))  # engine/workload clues, before the frames go
         prune_python_frames(trace)  # python frames no marker reads (most rows of a stack trace)
         classify_trace(trace, ruleset)
         attr = attribute_steps(trace)  # found once, reused by the serving diagnosis
@@ -85,7 +88,7 @@ def analyze(
 
     result = analyze_serving(
         traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu, metrics=parsed_metrics,
-        attributions=attributions,
+        attributions=attributions, clues=clues,
     )
     inputs = [i for t in sorted(traceset.traces, key=lambda t: t.rank.rank) for i in InputInfo.from_trace(t)]
     return Report(
@@ -100,6 +103,7 @@ def analyze(
         abstained=list(result.abstained),
         server_args=sargs,
         metrics=_metrics_dict(parsed_metrics),
+        context=result.context.to_dict() if result.context is not None else {},
     )
 
 

@@ -76,6 +76,7 @@ class Report:
     abstained: list[str] = field(default_factory=list)
     server_args: Mapping[str, Any] | None = None
     metrics: Mapping[str, Any] | None = None
+    context: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def top_finding(self) -> Finding | None:
@@ -85,6 +86,7 @@ class Report:
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": TOOL_NAME, "version": __version__},
+            "context": dict(self.context),
             "inputs": [i.to_dict() for i in self.inputs],
             "ranks": [r.to_dict() for r in self.ranks],
             "summary": self.summary,

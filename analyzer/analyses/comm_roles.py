@@ -1,11 +1,15 @@
 """Communication by role (TP / PP / EP / DP) and across ranks: skew, wait, straggler.
 
-Role of a communication kernel (first rule that applies):
+Role of a communication kernel (first rule that applies; sizes from the run context,
+``analyzer.analyses.context``, 0 = unknown):
 
-1. ``alltoall`` -> EP (MoE dispatch/combine, DeepEP);
+1. ``alltoall`` -> EP in a serving run or when EP>1 (MoE dispatch/combine, DeepEP); other
+   all-to-all (e.g. a recsys embedding exchange in training) -> OTHER;
 2. ``sendrecv`` -> PP when the run has PP>1, else EP when EP>1, else P2P;
 3. a collective whose process group size (``pg_size``) equals the DP size but not the TP
-   size -> DP; otherwise -> TP (all-reduce / all-gather / reduce-scatter / broadcast).
+   size -> DP; one whose group size equals the TP size -> TP;
+4. any other collective -> TP when TP>1 (or TP unknown in a serving run), DP when DP>1
+   (a training run's gradient all-reduce), else OTHER (unattributed).
 
 Cross-rank: ranks of one TP group (same ``pp_rank``/``dp_rank``) run the same collectives in
 the same order. The n-th collective of one (type, process group) on each rank is the same
@@ -33,54 +37,34 @@ from analyzer.analyses.phases import NS_PER_US, StepAttribution
 from analyzer.analyses.tables import kind_mask, strings_at
 from analyzer.model import Trace
 
-ROLES: tuple[str, ...] = ("TP", "PP", "EP", "DP", "P2P")
+ROLES: tuple[str, ...] = ("TP", "PP", "EP", "DP", "P2P", "OTHER")
 SYNC_COLLECTIVES = ("allreduce", "allgather", "reducescatter", "alltoall", "broadcast", "reduce", "barrier")
 
 
-def parallel_sizes(traces: Sequence[Trace], server_args: Mapping[str, Any] | None) -> dict[str, int]:
-    """TP/PP/EP/DP sizes from server_args (SGLang or vLLM names), else from the rank layout."""
-    sa = server_args or {}
-
-    def get(*keys: str) -> int | None:
-        for k in keys:
-            v = sa.get(k)
-            if isinstance(v, (int, float)) and v > 0:
-                return int(v)
-        return None
-
-    tp = get("tp_size", "tensor_parallel_size")
-    pp = get("pp_size", "pipeline_parallel_size")
-    ep = get("ep_size", "expert_parallel_size")
-    dp = get("dp_size", "data_parallel_size")
-    if tp is None:
-        tps = [t.rank.tp_rank for t in traces if t.rank.tp_rank is not None]
-        tp = max(tps) + 1 if tps else None
-    if pp is None:
-        pps = [t.rank.pp_rank for t in traces if t.rank.pp_rank is not None]
-        pp = max(pps) + 1 if pps else 1
-    if tp is None:
-        tp = max(1, len(traces) // max(pp, 1))
-    return {"tp": tp, "pp": pp, "ep": ep or 1, "dp": dp or 1}
-
-
-def comm_roles(act: pd.DataFrame, sizes: Mapping[str, int]) -> np.ndarray:
-    """Role per row of ``act`` ("" for non-communication rows)."""
+def comm_roles(act: pd.DataFrame, sizes: Mapping[str, int], workload: str = "serving") -> np.ndarray:
+    """Role per row of ``act`` ("" for non-communication rows); rules in the module doc."""
     coll = strings_at(act["collective"])
     pg = act["pg_size"].to_numpy(np.int64) if "pg_size" in act else np.full(len(act), -1)
     is_comm = kind_mask(act, ("communication",), column="category")
-    p2p = "PP" if sizes["pp"] > 1 else ("EP" if sizes["ep"] > 1 else "P2P")
-    dp_group = (pg > 1) & (pg == sizes["dp"]) & (pg != sizes["tp"])
-    role = np.where(coll == "alltoall", "EP",
-                    np.where(coll == "sendrecv", p2p, np.where(dp_group, "DP", "TP")))
+    tp, pp, ep, dp = (int(sizes.get(k) or 0) for k in ("tp", "pp", "ep", "dp"))
+    serving = workload == "serving"
+    a2a = "EP" if (serving or ep > 1) else "OTHER"
+    p2p = "PP" if pp > 1 else ("EP" if ep > 1 else "P2P")
+    dp_group = (pg > 1) & (pg == dp) & (pg != tp)
+    tp_group = (pg > 1) & (pg == tp)
+    default = "TP" if (tp > 1 or (tp == 0 and serving)) else ("DP" if dp > 1 else "OTHER")
+    role = np.where(coll == "alltoall", a2a,
+                    np.where(coll == "sendrecv", p2p,
+                             np.where(dp_group, "DP", np.where(tp_group, "TP", default))))
     return np.where(is_comm, role, "").astype(object)
 
 
-def rank_communication(attr: StepAttribution, sizes: Mapping[str, int]) -> dict[str, Any]:
+def rank_communication(attr: StepAttribution, sizes: Mapping[str, int], workload: str = "serving") -> dict[str, Any]:
     """Per role and per role/collective: time, exposed, overlapped, count, bytes (one rank)."""
     act = attr.act
     s = act["ts_ns"].to_numpy(np.int64)
     e = act["end_ns"].to_numpy(np.int64)
-    role = comm_roles(act, sizes)
+    role = comm_roles(act, sizes, workload)
     is_comm = role != ""
     is_kernel = kind_mask(act, ("kernel",))
     os_, oe = iv.union(s[~is_comm & is_kernel], e[~is_comm & is_kernel])

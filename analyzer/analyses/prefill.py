@@ -11,7 +11,10 @@ takes ``T`` = tokens of the step and ``W`` = the attention work: ``sum(sq * sk)`
 ``growth`` is "quadratic" when the quadratic fit explains clearly more (residual sum of
 squares at most ``1 - quadratic_gain`` of the linear one) and its ``c*W`` term is positive
 and carries at least ``quadratic_share`` of the attention time of the longest step; else
-"linear"; "unknown" with fewer than 3 steps of at least 2 distinct token counts.
+"linear"; "unknown" with fewer than 3 steps of at least 2 distinct token counts, when the
+chosen fit explains less than ``MIN_R2`` of the variance, or when the quadratic term alone
+exceeds the prediction (negative constant/linear terms: not a physical fit). The reason is
+``growth_reason``.
 
 With a model (``--model`` / server_args) and the GPU's peak, the achieved attention TFLOP/s
 is ``4 * layers/PP * heads/TP * head_dim * sum(sq*(sk - sq/2))`` (causal) over the time.
@@ -25,6 +28,9 @@ from typing import Any
 import numpy as np
 
 from analyzer.analyses.phases import StepAttribution
+
+#: a growth claim needs a fit that explains at least this share of the variance
+MIN_R2 = 0.5
 
 
 def _fit(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -43,7 +49,7 @@ def analyze_prefill(
     quadratic_share: float = 0.3,
 ) -> dict[str, Any]:
     """Per-step attention vs tokens, the linear/quadratic fits and achieved rates (JSON-able)."""
-    out: dict[str, Any] = {"steps": 0, "growth": "unknown", "attention_us": 0.0, "tokens": 0,
+    out: dict[str, Any] = {"steps": 0, "growth": "unknown", "growth_reason": "no prefill steps", "attention_us": 0.0, "tokens": 0,
                            "fit": None, "attention_tflops": None, "gemm_tflops": None,
                            "per_step": []}
     if not attr.has_steps:
@@ -69,6 +75,7 @@ def analyze_prefill(
         for s, a, b, w, g in zip(pre["step"], T, t, W, pre["gpu_busy_us"])
     ][:200]
     ok = ~np.isnan(T) & ~np.isnan(W)
+    out["growth_reason"] = "fewer than three prefill steps of at least two distinct prompt lengths"
     if ok.sum() >= 3 and len(np.unique(T[ok])) >= 2:
         Tn, Wn, y = T[ok], W[ok], t[ok]
         ones = np.ones_like(Tn)
@@ -79,7 +86,20 @@ def analyze_prefill(
         share = float(quad[2] * Wn[i] / pred_i) if pred_i > 0 else 0.0
         tss = float(((y - y.mean()) ** 2).sum())
         is_quad = quad[2] > 0 and share >= quadratic_share and rss_quad <= (1 - quadratic_gain) * rss_lin + 1e-9
-        out["growth"] = "quadratic" if is_quad else "linear"
+        r2_lin = 1 - rss_lin / tss if tss else 1.0
+        r2_quad = 1 - rss_quad / tss if tss else 1.0
+        if is_quad and share > 1.1:
+            # the c*W term alone exceeds the prediction by >10%: large negative a/b terms, not physical
+            out["growth"], out["growth_reason"] = "unknown", (
+                f"quadratic fit not physical (its c*W term is {100 * share:.0f}% of the prediction)")
+        elif is_quad and r2_quad < MIN_R2:
+            out["growth"], out["growth_reason"] = "unknown", f"quadratic fit R2 {r2_quad:.2f} < {MIN_R2}"
+        elif not is_quad and r2_lin < MIN_R2:
+            out["growth"], out["growth_reason"] = "unknown", f"linear fit R2 {r2_lin:.2f} < {MIN_R2}"
+        else:
+            out["growth"] = "quadratic" if is_quad else "linear"
+            out["growth_reason"] = (f"quadratic fit, c*W carries {100 * share:.0f}% of the longest step"
+                                    if is_quad else "the quadratic term does not explain clearly more")
         out["fit"] = {
             "linear": {"a_us": float(lin[0]), "b_us_per_token": float(lin[1]),
                        "r2": 1 - rss_lin / tss if tss else 1.0},

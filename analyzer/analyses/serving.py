@@ -19,12 +19,15 @@ import numpy as np
 
 from analyzer import intervals as iv
 from analyzer.analyses.comm_roles import (
+    ROLES,
     comm_roles,
     cross_rank,
     exposed_wait_us,
-    parallel_sizes,
     rank_communication,
 )
+from analyzer.analyses.copies import copies_by_kind
+from analyzer.analyses.copies import copies_by_kind
+from analyzer.analyses.context import RunContext, build_context, sizes_for_roles
 from analyzer.analyses.gaps import CAUSES, analyze_gaps, host_spans
 from analyzer.analyses.kv_traffic import analyze_kv, resolve_gpu, resolve_model
 from analyzer.analyses.phases import (
@@ -52,6 +55,7 @@ class ServingAnalysis:
     calibration: dict[str, Any]
     findings: list[Finding]
     abstained: list[str]
+    context: RunContext | None = None
 
 
 def _rank_figures(trace: Trace, attr: StepAttribution, gaps: dict[str, Any], comm: dict[str, Any],
@@ -79,7 +83,7 @@ def _rank_figures(trace: Trace, attr: StepAttribution, gaps: dict[str, Any], com
         f[f"between_{c}_us"] = gaps["between_steps_by_cause_us"][c]
         f[f"inside_{c}_us"] = gaps["inside_steps_by_cause_us"][c]
         f[f"outside_{c}_us"] = gaps["outside_steps_by_cause_us"][c]
-    for role in ("TP", "PP", "EP", "DP", "P2P"):
+    for role in ROLES:
         r = comm["by_role"].get(role, {})
         f[f"{role.lower()}_time_us"] = r.get("time_us", 0.0)
         f[f"{role.lower()}_exposed_us"] = r.get("exposed_us", 0.0)
@@ -106,7 +110,7 @@ def summarize_ranks(figs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, An
 
 
 def _top_kernels_by_category(attrs: Sequence[StepAttribution], n: int = 5) -> dict[str, list[dict[str, Any]]]:
-    """Top kernels (summed duration over ranks) per phase-aware category.
+    """Top kernels (summed duration over the given ranks) per phase-aware category.
 
     Each rank's kernels are grouped once by (name, category) codes; the small per-rank tables
     are then merged by name (categories in order of first appearance over the ranks).
@@ -203,11 +207,14 @@ def analyze_serving(
     gpu: str | None = None,
     metrics: Any = None,
     attributions: Sequence[StepAttribution] | None = None,
+    clues: Sequence[Mapping[str, int]] | None = None,
 ) -> ServingAnalysis:
     """Serving diagnosis of classified traces (one per rank).
 
     ``attributions``: ``attribute_steps`` of each trace (same order as ``traces``) when the
     caller already has them, so the steps are not found and attributed twice.
+    ``clues``: ``analyses.context.trace_clues`` of each trace, taken before the python frames
+    were pruned (same order as ``traces``); without them the context comes from what is left.
     """
     th = load_thresholds()
     abstained: list[str] = []
@@ -215,28 +222,37 @@ def analyze_serving(
         attributions = [attribute_steps(t) for t in traces]
     if len(attributions) != len(traces):
         raise ValueError("attributions must have one entry per trace")
+    if clues is None:
+        from analyzer.analyses.context import trace_clues
+
+        clues = [trace_clues(t) for t in traces]
     pairs = sorted(zip(traces, attributions), key=lambda p: p[0].rank.rank)
     traces = [t for t, _ in pairs]
     attrs = [a for _, a in pairs]
-    sizes = parallel_sizes(traces, server_args)
     model_spec, why_model = resolve_model(model, server_args)
     gpu_spec, why_gpu = resolve_gpu(gpu, traces[0].gpu if traces else None)
-    if model_spec is None:
+    run = build_context(traces, clues, server_args, gpu_spec=gpu_spec, gpu_why=why_gpu)
+    sizes = sizes_for_roles(run)
+    if model_spec is None and run.workload in ("serving", "generate") and run.domain != "diffusion":
         abstained.append(f"could not tell KV bytes or attention FLOPs because {why_model}")
     if gpu_spec is None:
         abstained.append(f"could not compare with the GPU's peak because {why_gpu}")
+    tp_kv = sizes["tp"] or 1  # KV bytes per GPU: an unknown TP is said in "abstained"
+    if not sizes["tp"]:
+        abstained.append("could not tell the TP size (collectives present, no group size in the "
+                         "trace or server_args): per-GPU KV and FLOP figures assume TP=1")
 
     xr = cross_rank(traces, attrs) if len(traces) > 1 else {"instances": 0, "ranks": {}}
     waits = xr.pop("_wait_intervals", None)
     figs, ph_ranks, gap_ranks, comm_ranks, kv_ranks, pf_ranks = [], [], [], [], [], []
     for t, a in zip(traces, attrs):
         r = t.rank.rank
-        gp = analyze_gaps(t.events, a, pp_size=sizes["pp"], server_args=server_args)
+        gp = analyze_gaps(t.events, a, pp_size=sizes["pp"] or 1, server_args=server_args)
         sched_s, sched_e = host_spans(t.events, "scheduler")
         bs_, be_ = iv.union(a.act["ts_ns"].to_numpy(np.int64), a.act["end_ns"].to_numpy(np.int64))
         idle_s, idle_e = iv.gaps(bs_, be_)
         gp["idle_covered_by_scheduler_us"] = float(iv.overlap_length(idle_s, idle_e, sched_s, sched_e)) / NS_PER_US
-        cm = rank_communication(a, sizes)
+        cm = rank_communication(a, sizes, run.workload)
         w = {}
         if waits is not None and r in xr.get("ranks", {}):
             w = dict(xr["ranks"][r])
@@ -247,11 +263,11 @@ def analyze_serving(
         ph_ranks.append({"rank": r, **ph})
         gap_ranks.append({"rank": r, **gp})
         comm_ranks.append({"rank": r, **cm})
-        kv_ranks.append({"rank": r, **analyze_kv(a, model=model_spec, gpu=gpu_spec, tp=sizes["tp"],
-                                                   pp=sizes["pp"], server_args=server_args,
+        kv_ranks.append({"rank": r, **analyze_kv(a, model=model_spec, gpu=gpu_spec, tp=tp_kv,
+                                                   pp=sizes["pp"] or 1, server_args=server_args,
                                                    memory_bound_fraction=th["kv"]["memory_bound_fraction"],
                                                    missing=[] if model_spec else [str(why_model)])})
-        pf_ranks.append({"rank": r, **analyze_prefill(a, model=model_spec, tp=sizes["tp"], pp=sizes["pp"],
+        pf_ranks.append({"rank": r, **analyze_prefill(a, model=model_spec, tp=tp_kv, pp=sizes["pp"] or 1,
                                                       quadratic_gain=th["prefill"]["quadratic_gain"],
                                                       quadratic_share=th["prefill"]["quadratic_share"])})
         if not a.has_steps:
@@ -277,16 +293,18 @@ def analyze_serving(
         "ranks": figs,
         "summary": summarize_ranks(figs),
         "representative_rank": figs[rep]["rank"] if figs else None,
-        "top_kernels": _top_kernels_by_category(attrs),
+        "top_kernels": _top_kernels_by_category(attrs[rep:rep + 1]) if attrs else {},
+        "top_kernels_basis": f"rank {figs[rep]['rank']}" if figs else None,
+        "copies": copies_by_kind(attrs[rep].act) if attrs else {"groups": []},
         "example_steps": step_rows(attrs[rep], 50) if attrs else [],
     }
     if metrics is None:
         abstained.append("could not contrast the server queue with GPU time because no --metrics was given")
     planner = (_planner_concurrency(model_spec, gpu_spec, sizes, sections["example_steps"])
                if model_spec and gpu_spec else {})
-    findings = detect(figs, sections, server_args, planner)
+    findings = detect(figs, sections, server_args, planner, run)
     calibration = _calibration(sections, attrs, rep, gpu_spec, traces)
-    return ServingAnalysis(sections, calibration, findings, abstained)
+    return ServingAnalysis(sections, calibration, findings, abstained, run)
 
 
 def _name_straggler(xr: Mapping[str, Any], figs: Sequence[Mapping[str, Any]], th: Mapping[str, Any]) -> int | None:
@@ -304,12 +322,19 @@ def _name_straggler(xr: Mapping[str, Any], figs: Sequence[Mapping[str, Any]], th
 
 
 def _representative(figs: Sequence[Mapping[str, Any]]) -> int:
-    """Index of the rank whose wall time is the median (lowest rank on ties)."""
+    """Index of the most typical rank: the smallest total deviation from the per-figure medians
+    (wall, busy, idle, every category, exposed wait), in units of the median wall time; the
+    lowest rank on ties. A straggler or an idle stage is never the representative of a job
+    whose other ranks agree (docs/methodology.md, "Representative rank")."""
     if not figs:
         return 0
-    walls = np.array([f["wall_us"] for f in figs])
-    order = np.argsort(walls, kind="stable")
-    return int(order[(len(order) - 1) // 2])
+    keys = ["wall_us", "busy_us", "idle_us", "wait_exposed_us"] + [f"cat_{c}_us" for c in CATEGORIES]
+    m = np.array([[float(f.get(k) or 0.0) for k in keys] for f in figs])
+    scale = max(float(np.median(m[:, 0])), 1e-9)
+    dev = np.abs(m - np.median(m, axis=0)).sum(axis=1) / scale
+    ranks = np.array([int(f["rank"]) for f in figs])
+    order = np.lexsort((ranks, np.round(dev, 9)))
+    return int(order[0])
 
 
 def _slower_categories(figs: Sequence[Mapping[str, Any]], straggler: int) -> list[dict[str, Any]]:

@@ -33,6 +33,8 @@ FINDING_IDS: tuple[str, ...] = (
     "tp_communication",
     "pp_communication",
     "ep_communication",
+    "dp_communication",
+    "other_communication",
     "pipeline_bubbles",
     "cross_rank_skew",
     "batching_gaps",
