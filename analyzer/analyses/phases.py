@@ -205,18 +205,22 @@ def _steps_from_spans(ev: pd.DataFrame, pos: np.ndarray, modes: list[str], extra
 
 
 def _execute_fields(m: re.Match) -> dict[str, Any]:
-    f = {k: int(m.group(k)) for k in _EXEC_INT_FIELDS}
+    got = m.groupdict()
+    f = {k: int(got[k]) if got.get(k) is not None else 0 for k in _EXEC_INT_FIELDS}
+    if got.get("tokens") is None:  # vLLM's variant: scheduled tokens of each side
+        f["tokens"] = f["ctx_sq"] + f["gen_sq"]
     ctx, gen = f["ctx_reqs"], f["gen_reqs"]
     mode = "MIXED" if ctx and gen else ("EXTEND" if ctx else ("DECODE" if gen else "IDLE"))
+    has_kv = got.get("ctx_sk") is not None  # vLLM's variant carries no key/context lengths
     return {
         "mode": mode,
         "bs": float(ctx + gen),
         "tokens_": float(f["tokens"]),
-        "kv_tokens_": float(f["ctx_sk"] + f["gen_sk"]),
+        "kv_tokens_": float(f["ctx_sk"] + f["gen_sk"]) if has_kv else float("nan"),
         "ctx_reqs": float(ctx),
         "gen_reqs": float(gen),
-        "ctx_sqsk": float(f["ctx_sqsk"]),
-        "gen_sk": float(f["gen_sk"]),
+        "ctx_sqsk": float(f["ctx_sqsk"]) if has_kv else float("nan"),
+        "gen_sk": float(f["gen_sk"]) if has_kv else float("nan"),
     }
 
 
@@ -227,7 +231,7 @@ def find_steps(ev: pd.DataFrame, host_kinds_only: bool = True) -> tuple[pd.DataF
     (columns ``start_ns, end_ns, step``; ``step`` = -1 when it pairs with no host step).
     """
     mk = markers()["steps"]
-    for source in ("sglang_step", "execute"):
+    for source in ("sglang_step", "execute", "execute_vllm"):
         pos, ms = match_rows(ev, mk[source])
         if pos.size == 0:
             continue

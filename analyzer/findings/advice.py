@@ -86,8 +86,9 @@ def _fmt(v: Any) -> str:
 
 
 def flags_in(text: str) -> list[str]:
-    """The ``--flags`` a text names."""
-    return FLAG_RE.findall(text)
+    """The engine ``--flags`` a text names (commands quoted in backticks, such as
+    `rocm-smi --showtopo`, are other tools' options and not counted)."""
+    return FLAG_RE.findall(re.sub(r"`[^`]*`", "", text))
 
 
 __all__ = ["advice_table", "applies", "engine_flags", "flags_in", "recommend"]
