@@ -124,3 +124,42 @@ def evidence_items(evidence: Mapping[str, Any], limit: int = 10) -> list[tuple[s
         if len(out) >= limit:
             break
     return out
+
+
+def context_line(doc: Mapping[str, Any]) -> str | None:
+    """One line saying what made the trace (``report["context"]``), or None for old reports.
+
+    >>> context_line({"context": {"engine": "vllm", "workload": "serving", "parallel": {
+    ...     "tp": {"value": 8, "source": "distributedInfo"}}, "dtypes": {}, "gpu": {}}})
+    'Run: engine vllm, workload serving · TP=8 (distributedInfo)'
+    """
+    ctx = doc.get("context") or {}
+    if not ctx:
+        return None
+    eng, work = ctx.get("engine", "unknown"), ctx.get("workload", "unknown")
+    head = (eng if eng == work else f"engine {eng}, workload {work}") if (eng, work) != ("unknown", "unknown") \
+        else "engine and workload unknown"
+    parts = [head + (f" ({ctx['domain']})" if ctx.get("domain") not in (None, "llm", "unknown") else "")]
+    sizes = []
+    for key in ("tp", "pp", "ep", "dp"):
+        p = (ctx.get("parallel") or {}).get(key)
+        if not p:
+            continue
+        if p.get("value") is None:
+            sizes.append(f"{key.upper()}=? ({p.get('source')})")
+        elif p.get("value") != 1 or key == "tp":
+            sizes.append(f"{key.upper()}={p['value']} ({p.get('source')})")
+    if sizes:
+        parts.append(", ".join(sizes))
+    gpu = ctx.get("gpu") or {}
+    if gpu.get("name") or gpu.get("preset"):
+        parts.append(str(gpu.get("name") or gpu.get("preset")))
+    dts = []
+    for group, shares in (ctx.get("dtypes") or {}).items():
+        known = [(k, v) for k, v in shares.items() if k != "unknown"]
+        if known:
+            k, v = max(known, key=lambda kv: kv[1])
+            dts.append(f"{group} {k} {100 * v:.0f}%")
+    if dts:
+        parts.append("dtypes: " + ", ".join(dts))
+    return "Run: " + " · ".join(parts)

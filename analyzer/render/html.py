@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from . import charts
-from .format import evidence_items, fmt_share, fmt_us, short_name
+from .format import context_line, evidence_items, fmt_share, fmt_us, short_name
 
 #: Plotly config for every embedded figure (no logo, no "edit in chart studio", responsive).
 PLOTLY_CONFIG: dict[str, Any] = {
@@ -319,7 +319,9 @@ def render_html(doc: Mapping[str, Any]) -> str:
         "<header><h1>LLM serving trace analysis</h1>",
         (f'<p class="meta">{s["ranks"]} rank(s) from {len(doc["inputs"])} file(s) · top finding: '
         f"<strong>{escape(top)}</strong> · trace-analyzer {escape(str(doc['tool']['version']))}, "
-        f"report schema {escape(str(doc['schema_version']))}</p></header>"),
+        f"report schema {escape(str(doc['schema_version']))}</p>"
+         + (f'<p class="meta run-context">{escape(context_line(doc) or "")}</p>' if context_line(doc) else "")
+         + "</header>"),
         _kpis(doc),
         _findings(doc),
     ]

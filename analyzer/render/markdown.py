@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import evidence_items, fmt_share, fmt_us, short_name
+from .format import context_line, evidence_items, fmt_share, fmt_us, short_name
 
 
 def _cell(text: str) -> str:
@@ -21,6 +21,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"Made by trace-analyzer {doc['tool']['version']}."
     )
     out.append("")
+    run = context_line(doc)
+    if run:
+        out.append(_cell(run))
+        out.append("")
     for w in doc.get("warnings", []):
         out.append(f"> **Warning:** {_cell(w)}")
         out.append("")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import evidence_items, fmt_share, fmt_us, short_name
+from .format import context_line, evidence_items, fmt_share, fmt_us, short_name
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -17,6 +17,9 @@ def render_text(doc: dict[str, Any]) -> str:
         f"GPU wall {fmt_us(s['wall_us'])} (sum over ranks), busy {fmt_share(s['busy_share'])}, "
         f"idle {fmt_share(s['idle_share'])}"
     )
+    run = context_line(doc)
+    if run:
+        lines.append(run)
     for w in doc.get("warnings", []):
         lines.append(f"warning: {w}")
     lines.append("")

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ..render import charts
-from ..render.format import fmt_share, fmt_us
+from ..render.format import context_line, fmt_share, fmt_us
 from ..render.html import evidence_items
 
 #: Severity -> Streamlit badge colour.
@@ -157,6 +157,9 @@ def build_page(doc: Mapping[str, Any], *, stem: str = "trace-report") -> Page:
     top = doc["findings"][0]["title"] if doc.get("findings") else "no finding"
     subtitle = (f"{s['ranks']} rank(s) from {len(doc.get('inputs', []))} file(s) · "
                 f"top finding: {top} · trace-analyzer {doc['tool']['version']}")
+    run = context_line(doc)
+    if run:
+        subtitle += "  \n" + run
     return Page(
         title="LLM serving trace analysis",
         subtitle=subtitle,
