@@ -236,3 +236,41 @@ def test_engine_flags_table_is_sourced():
         assert data[eng]["source"]
         for fl, row in data[eng]["flags"].items():
             assert fl.startswith("--") and "exists" in row and row.get("versions"), (eng, fl)
+
+
+def test_vllm_tp8_rank_reads_tp_from_distributed_info(tmp_path):
+    """Synthetic (built here): one rank of a vLLM TP8 job, as vLLM's torch profiler writes it:
+    distributedInfo world_size 8 with an 8-rank NCCL group, vLLM custom ops, custom all-reduce
+    kernels without message sizes. TP must read 8 (not 1), the advice must say TP=8 and name
+    only vLLM flags, and the all-reduce bytes are unknown, not 0."""
+    ev, t = [], 1000
+    for i in range(20):
+        ev.append({"ph": "X", "cat": "cpu_op", "name": "_C::rms_norm", "pid": 1, "tid": 1, "ts": t, "dur": 5})
+        ev.append({"ph": "X", "cat": "cpu_op", "name": "vllm::unified_attention_with_output", "pid": 1,
+                   "tid": 1, "ts": t + 6, "dur": 5})
+        ev.append({"ph": "X", "cat": "kernel", "name": "void vllm::cross_device_reduce_1stage<__nv_bfloat16, 8>"
+                   "(vllm::RankData*, vllm::RankSignals, vllm::Signal*, __nv_bfloat16*, int, int)",
+                   "pid": 0, "tid": 7, "ts": t, "dur": 300, "args": {"device": 0, "stream": 7}})
+        ev.append({"ph": "X", "cat": "kernel", "name": "nvjet_tst_128x256_64x4_1x2_h_bz_coopA_TNT",
+                   "pid": 0, "tid": 7, "ts": t + 300, "dur": 100, "args": {"device": 0, "stream": 7}})
+        t += 1000
+    doc = {"schemaVersion": 1, "deviceProperties": [{"id": 0, "name": "NVIDIA H100 80GB HBM3",
+                                                     "computeMajor": 9, "computeMinor": 0}],
+           "distributedInfo": {"backend": "nccl", "rank": 3, "world_size": 8, "pg_count": 2,
+                               "pg_config": [{"pg_name": "0", "pg_desc": "default_pg", "backend_config": "cuda:nccl",
+                                              "pg_size": 8, "ranks": list(range(8))}]},
+           "traceEvents": ev}
+    p = tmp_path / "vllm_tp8_rank3_synthetic.json"
+    p.write_text(json.dumps(doc))
+    rep = analyzer.analyze([p]).to_dict()
+    ctx = rep["context"]
+    assert ctx["engine"] == "vllm" and ctx["workload"] == "serving"
+    assert ctx["parallel"]["tp"]["value"] == 8 and "distributedInfo" in ctx["parallel"]["tp"]["source"]
+    tp = next(f for f in rep["findings"] if f["id"] == "tp_communication")
+    assert "TP=8" in tp["recommendation"] and "TP=1" not in tp["recommendation"]
+    flags = engine_flags()["vllm"]["flags"]
+    assert all(fl in flags for fl in flags_in(tp["recommendation"]))
+    by = tp["evidence"]["by_collective"]
+    assert by["TP/allreduce"]["bytes"] is None
+    # exposed TP time: 300 us of all-reduce per step, never overlapped, 20 steps
+    assert tp["time_us"] == pytest.approx(20 * 300.0)

@@ -78,7 +78,7 @@ def rank_communication(attr: StepAttribution, sizes: Mapping[str, int], workload
         b = nbytes[sel]
         return {"time_us": t / NS_PER_US, "exposed_us": ex / NS_PER_US,
                 "overlapped_us": (t - ex) / NS_PER_US, "count": int(sel.sum()),
-                "bytes": int(b[b > 0].sum())}
+                "bytes": int(b[b > 0].sum()) if (b > 0).any() else None}  # None: sizes not in the trace
 
     for r in sorted(set(role[is_comm].tolist())):
         sel = role == r
