@@ -64,8 +64,9 @@ def host_spans(ev: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
 
 def step_window(attr: StepAttribution) -> tuple[int, int] | None:
     """(first step's first activity start, last step's last activity end) in ns, or None
-    when no step has GPU work: the analysed window of a trace with steps."""
-    if not attr.has_steps or "kernels" not in attr.steps:
+    when no step has GPU work: the analysed window of a trace with steps. A stage-split
+    file's one pseudo step (the whole file) is no window: the activity rule decides there."""
+    if not attr.has_steps or "kernels" not in attr.steps or attr.source == "stage_file":
         return None
     st = attr.steps[attr.steps["kernels"].to_numpy() > 0]
     if len(st) == 0:
