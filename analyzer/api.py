@@ -80,7 +80,8 @@ def analyze(
     timelines: list[RankTimeline] = []
     by_rank: dict[int, RankTimeline] = {}
     for trace in sorted(traceset.traces, key=lambda t: t.rank.rank):
-        for tl in trace_timelines(trace, step_windows=windows[id(trace)], include_edges=include_edges):
+        for tl in trace_timelines(trace, step_windows=windows[id(trace)],
+                                  include_edges=include_edges):
             timelines.append(tl)
             by_rank.setdefault(tl.rank, tl)
 

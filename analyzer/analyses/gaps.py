@@ -81,7 +81,8 @@ def rank_edges(attr: StepAttribution, include_edges: bool = False) -> CaptureEdg
                          step_window(attr), include_edges=include_edges)
 
 
-def _step_location(attr: StepAttribution, a: np.ndarray, b: np.ndarray):
+def _step_location(attr: StepAttribution, a: np.ndarray, b: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per gap ``[a, b)``: inside a step's work span, between two steps' spans, and the step
     before / after it (the containing step for inside gaps; -1 where none). Vectorised:
     searchsorted on the union of the step spans and on the sorted step starts / ends."""
