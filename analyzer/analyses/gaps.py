@@ -23,9 +23,10 @@ ids, has no step): a gap is "inside a step" when it lies within one step's work 
 to last activity attributed to the step), "between steps" when it lies between the end of
 one step's work and the start of another's, "outside steps" when the trace has no steps (or
 with ``include_edges``, before the first / after the last step). Idle before the first
-step's work and after the last step's (without steps: around lone warm-up / teardown
-activity, ``timeline.capture_edges``) is the capture edge: reported as ``edge_us`` and left
-out of ``idle_us``, the causes and the locations.
+step's work and after the last step's, where the activity out there is negligible (without
+steps, or with real work out there: around lone warm-up / teardown activity; see
+``timeline.capture_edges``), is the capture edge: reported as ``edge_us`` and left out of
+``idle_us``, the causes and the locations.
 
 Conservation: ``capture_us = busy_us + idle_us + edge_us``; ``wall_us = busy_us + idle_us``;
 the causes add up to ``idle_us`` exactly, and so do the three locations.
