@@ -40,7 +40,8 @@ class Case:
     """One randomly drawn scenario (see ``draw``)."""
 
     seed: int
-    family: str  # "batching" (long scheduler gaps between steps) or "compute" (tiny gaps)
+    family: str  # "batching" (long scheduler gaps between steps), "compute" (tiny gaps) or
+    # "launch" (eager kernels launched late, so the GPU waits for the host inside steps)
     steps: int
     annotated: bool
     ann_other_thread: bool
@@ -140,13 +141,14 @@ class KinetoBuilder:
 
 def draw(rng: np.random.Generator, seed: int, family: str | None = None) -> Case:
     """A case with every convention drawn at random."""
-    fam = family or str(rng.choice(["batching", "compute"]))
+    fam = family or str(rng.choice(["batching", "compute", "launch"]))
     steps = int(rng.integers(1, 9))
+    graph = bool(rng.random() < 0.5)
     return Case(
         seed=seed, family=fam, steps=steps,
         annotated=bool(rng.random() < 0.8),
         ann_other_thread=bool(rng.random() < 0.5),
-        cuda_graph=bool(rng.random() < 0.5),
+        cuda_graph=graph and fam != "launch",  # a graph replay has no per-kernel launch gaps
         off_step=int(rng.integers(0, 3)),
         warmup_ns=int(rng.integers(2_000_000, 500_000_000)) if rng.random() < 0.7 else 0,
         teardown_ns=int(rng.integers(2_000_000, 60_000_000)) if rng.random() < 0.5 else 0,
@@ -173,9 +175,14 @@ def build(case: Case) -> tuple[dict[str, Any], Planted]:
         cats = rng.permutation(np.r_[np.ones(4, int), rng.integers(0, 2, n - 4)])  # >= 4 GEMMs
         if case.family == "compute":
             durs = np.where(cats == 1, rng.integers(400_000, 2_000_000, n), rng.integers(10_000, 40_000, n))
+        elif case.family == "launch":
+            durs = np.where(cats == 1, rng.integers(100_000, 130_000, n), rng.integers(10_000, 20_000, n))
         else:
             durs = np.where(cats == 1, rng.integers(100_000, 150_000, n), rng.integers(10_000, 40_000, n))
-        inside = rng.integers(0, 3_000, n)  # dispatch gaps inside the step
+        if case.family == "launch":  # each launch comes late: the GPU waits for the host
+            inside = rng.integers(150_000, 250_000, n)
+        else:
+            inside = rng.integers(0, 3_000, n)  # dispatch gaps inside the step
         inside[0] = 0
         starts, cur = [], t
         for i in range(n):
@@ -208,14 +215,14 @@ def build(case: Case) -> tuple[dict[str, Any], Planted]:
             break
         # off-step work between this step and the next, then the gap before the next step
         for j in range(case.off_step):
-            t += int(rng.integers(5_000, 300_000)) if case.family == "batching" else int(rng.integers(6_000, 20_000))
+            t += int(rng.integers(5_000, 300_000) if case.family == "batching" else rng.integers(6_000, 20_000))
             d = int(rng.integers(3_000, 12_000))
             kind, name = (("kernel", SAMPLING) if j == 0 else ("memcpy", "Memcpy DtoH (Device -> Pinned)"))
             c = kb.launch("cudaLaunchKernel" if kind == "kernel" else "cudaMemcpyAsync", t - LAUNCH_NS)
             kb.activity(kind, name, t, d, c)
             truth.intervals.append((t, t + d))
             t += d
-        t += int(rng.integers(2_000_000, 6_000_000)) if case.family == "batching" else int(rng.integers(10_000, 50_000))
+        t += int(rng.integers(2_000_000, 6_000_000) if case.family == "batching" else rng.integers(10_000, 50_000))
     if case.teardown_ns:  # silence, then a lone tiny D2H copy as the profiler stops
         t += case.teardown_ns
         d = int(rng.integers(1_000, 3_000))

@@ -34,7 +34,7 @@ def cases() -> list[Case]:
     rng = np.random.default_rng(20261204)
     out = [draw(rng, 10_000 + i) for i in range(N_CASES)]
     # make sure each family meets every convention at least once
-    out += [draw(rng, 20_000 + i, family=f) for i, f in enumerate(["batching", "compute"] * 4)]
+    out += [draw(rng, 20_000 + i, family=f) for i, f in enumerate(["batching", "compute", "launch"] * 3)]
     return out
 
 
@@ -67,6 +67,7 @@ def test_the_draw_covers_every_convention():
         "teardown": any(c.teardown_ns for c in CASES),
         "one step": any(c.steps == 1 for c in CASES),
         "batching, annotated": any(c.family == "batching" and c.annotated and c.steps > 1 for c in CASES),
+        "launch-bound": any(c.family == "launch" for c in CASES),
     }
     assert all(flags.values()), flags
 
@@ -138,6 +139,10 @@ def test_location_and_ranking(i, tmp_dir):
     if case.family == "compute":
         assert ids[0] == "gemm_compute", (case, ids)
         assert doc["summary"]["idle_share"] < 0.05, case  # the warm-up is not idle
+    if case.family == "launch":  # late launches inside steps, whatever the edges
+        assert ids[0] == "host_launch_overhead", (case, ids)
+        where = "inside_steps" if case.annotated else "outside_steps"
+        assert g[f"{where}_by_cause_us"]["launch_overhead"] > 0.9 * g[f"{where}_us"], case
 
 
 @pytest.mark.parametrize("i", range(0, len(CASES), 4))
