@@ -38,6 +38,7 @@ def analyze(
     metrics: Any = None,
     server_args: Mapping[str, Any] | PathLike | None = None,
     progress: Progress | None = None,
+    include_edges: bool = False,
 ) -> Report:
     """Analyse traces and return a :class:`Report`.
 
@@ -46,11 +47,15 @@ def analyze(
     ``model`` / ``gpu``: presets or config paths used for KV traffic and roofline figures.
     ``metrics``: a saved Prometheus text from SGLang's ``/metrics`` (path) or a parsed object.
     ``server_args``: SGLang's server_args (dict or JSON path); found beside traces otherwise.
+    ``include_edges``: count the capture edges (idle before the first step's work and after
+    the last step's, or around lone warm-up/teardown activity) as idle, as 0.1.0 did; by
+    default they are reported apart as ``edge_us`` and left out of idle, shares and findings.
 
     A TraceSet passed in is changed in place: its event tables are classified, and the
     python stack frames that no analysis reads (``analyses/prune.py``) are dropped from them.
     """
     from .analyses.context import trace_clues
+    from .analyses.gaps import step_window
     from .analyses.phases import attribute_steps, reassign_attention_by_phase
     from .analyses.prune import prune_python_frames
     from .analyses.serving import analyze_serving
@@ -64,6 +69,7 @@ def analyze(
     ruleset = load_rules([str(r) for r in rules])
     attributions = []
     clues = []
+    windows: dict[int, dict[int, tuple[int, int]]] = {}  # id(trace) -> device -> step window
     for trace in traceset.traces:
         clues.append(trace_clues(trace))  # engine/workload clues, before the frames go
         prune_python_frames(trace)  # python frames no marker reads (most rows of a stack trace)
@@ -71,11 +77,14 @@ def analyze(
         attr = attribute_steps(trace)  # found once, reused by the serving diagnosis
         reassign_attention_by_phase(trace, attr)  # attention kernels in decode steps are decode
         attributions.append(attr)
+        win = step_window(attr)
+        windows[id(trace)] = {attr.device: win} if win is not None else {}
 
     timelines: list[RankTimeline] = []
     by_rank: dict[int, RankTimeline] = {}
     for trace in sorted(traceset.traces, key=lambda t: t.rank.rank):
-        for tl in trace_timelines(trace):
+        for tl in trace_timelines(trace, step_windows=windows[id(trace)],
+                                  include_edges=include_edges):
             timelines.append(tl)
             by_rank.setdefault(tl.rank, tl)
 
@@ -88,7 +97,7 @@ def analyze(
 
     result = analyze_serving(
         traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu, metrics=parsed_metrics,
-        attributions=attributions, clues=clues,
+        attributions=attributions, clues=clues, include_edges=include_edges,
     )
     inputs = [i for t in sorted(traceset.traces, key=lambda t: t.rank.rank) for i in InputInfo.from_trace(t)]
     return Report(

@@ -60,12 +60,14 @@ def parse_fail_on(expr: str) -> tuple[str, str, float]:
 
 
 def fail_on_value(doc: dict[str, Any], name: str) -> float:
-    """Share of wall time for a --fail-on name: idle, busy, comm_exposed, a category or finding id."""
+    """Share of wall time for a --fail-on name: idle, busy, edge, comm_exposed, a category or finding id."""
     s = doc["summary"]
     if name == "idle":
         return s["idle_share"]
     if name == "busy":
         return s["busy_share"]
+    if name == "edge":  # of the capture (wall + edge); the other shares are of the wall
+        return s.get("edge_share", 0.0)
     if name in ("comm_exposed", "communication_exposed"):
         return s["communication"]["exposed_us"] / s["wall_us"] if s["wall_us"] else 0.0
     if name in s["categories"]:
@@ -78,7 +80,7 @@ def fail_on_value(doc: dict[str, Any], name: str) -> float:
 
     if name in CATEGORIES or name.startswith("finding:"):
         return 0.0  # absent category or finding: no time
-    known = ", ".join(["idle", "busy", "comm_exposed", *CATEGORIES, "finding:<id>"])
+    known = ", ".join(["idle", "busy", "edge", "comm_exposed", *CATEGORIES, "finding:<id>"])
     raise BadInputError(f"unknown --fail-on name {name!r}; use one of {known}")
 
 
@@ -153,6 +155,9 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", metavar="NAME", help="GPU preset (HBM bandwidth, peak FLOP/s) when the trace lacks it")
     p.add_argument("--metrics", metavar="FILE", help="saved Prometheus text from SGLang's /metrics")
     p.add_argument("--server-args", metavar="FILE", help="SGLang server_args.json (found beside traces otherwise)")
+    p.add_argument("--include-edges", action="store_true",
+                   help="count the capture edges (idle before the first step and after the last: "
+                        "profiler warm-up/teardown) as idle instead of reporting them apart")
     p.set_defaults(func=run_analyze)
 
 
@@ -170,6 +175,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         report = analyze(
             args.paths, rules=args.rules, model=args.model, gpu=args.gpu,
             metrics=args.metrics, server_args=args.server_args, progress=bar,
+            include_edges=args.include_edges,
         )
     finally:
         bar.close()

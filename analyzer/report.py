@@ -16,7 +16,7 @@ from . import __version__
 from .analyses.timeline import RankTimeline
 from .model import Finding, Trace
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 TOOL_NAME = "trace-analyzer"
 
 

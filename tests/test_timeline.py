@@ -107,3 +107,31 @@ def test_cpu_recorded_sample_gets_categories(repo_root):
         assert r["communication"]["by_collective"]["allreduce"]["count"] == n_allreduce
         assert "other" not in r["categories"]
         assert r["categories"]["gemm"]["count"] > 0
+
+
+def test_capture_edges_leave_the_wall_and_sum_in_the_summary():
+    # a 2 us warm-up memset, 10 ms of silence, then work 10_002-12_507 us with a 5 us hole
+    rows = [k(0, 2, "memset", kind="memset"), k(10_002, 1000, "gemm"), k(11_007, 1500, "gemm")]
+    win = (10_002_000, 12_507_000)
+    a = device_timeline(table(rows), rank=0, device=0, step_window=win)
+    assert a.capture_us == pytest.approx(12_507.0)
+    assert a.edge_us == pytest.approx(10_000.0) and a.edges.rule == "steps"
+    assert a.busy_us == pytest.approx(2502.0)
+    assert a.idle_us == pytest.approx(5.0)
+    assert a.wall_us == pytest.approx(2507.0)  # busy + idle: the edge is out of the wall
+    assert a.categories["gemm"].share == pytest.approx(2500 / 2507)
+    b = device_timeline(table([k(0, 30, "gemm")]), rank=1, device=1)
+    assert b.edge_us == 0 and b.edges.rule == "none"
+    s = summarize([a, b])
+    assert s["wall_us"] == pytest.approx(2537.0)
+    assert s["edge_us"] == pytest.approx(10_000.0)
+    assert s["capture_us"] == pytest.approx(12_537.0)
+    assert s["idle_share"] == pytest.approx(5 / 2537)
+    assert s["edge_share"] == pytest.approx(10_000 / 12_537)
+    inc = device_timeline(table(rows), rank=0, device=0, step_window=win, include_edges=True)
+    assert inc.edge_us == 0 and inc.wall_us == pytest.approx(12_507.0)
+    assert inc.idle_us == pytest.approx(10_005.0)
+    # a warm-up holding more than 1% of the busy time is real work: its silence stays idle
+    big = device_timeline(table([k(0, 30, "memset", kind="memset"), *rows[1:]]), rank=0, device=0,
+                          step_window=win)
+    assert big.edge_us == 0 and big.idle_us == pytest.approx(12_507 - 2530.0)

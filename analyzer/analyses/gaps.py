@@ -17,9 +17,19 @@ between the first and the last activity) is split into causes that add up to the
   than ``LAUNCH_LATENCY_MAX_NS`` after its launch (it waited on a stream/event dependency),
   or its launch is unknown. Sub-microsecond dispatch gaps between queued kernels land here.
 
-Gaps are "inside a step" when the activities on both sides belong to the same step,
-"between steps" when they belong to two different steps, "outside steps" when one side
-belongs to no step (before the first step of the capture, untracked work). Conservation: the causes add up to ``idle_us`` exactly.
+Location is decided on the time axis, not by the step ids of the two neighbours (work that
+the scheduler launches outside the step spans, e.g. sampling or the D2H copy of next-token
+ids, has no step): a gap is "inside a step" when it lies within one step's work span (first
+to last activity attributed to the step), "between steps" when it lies between the end of
+one step's work and the start of another's, "outside steps" when the trace has no steps (or
+with ``include_edges``, before the first / after the last step). Idle before the first
+step's work and after the last step's, where the activity out there is negligible (without
+steps, or with real work out there: around lone warm-up / teardown activity; see
+``timeline.capture_edges``), is the capture edge: reported as ``edge_us`` and left out of
+``idle_us``, the causes and the locations.
+
+Conservation: ``capture_us = busy_us + idle_us + edge_us``; ``wall_us = busy_us + idle_us``;
+the causes add up to ``idle_us`` exactly, and so do the three locations.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import pandas as pd
 from analyzer import intervals as iv
 from analyzer.analyses.phases import NS_PER_US, StepAttribution, markers, match_rows
 from analyzer.analyses.tables import strings_at
+from analyzer.analyses.timeline import CaptureEdges, capture_edges
 
 CAUSES: tuple[str, ...] = ("scheduler", "synchronization", "launch_overhead", "pp_bubble", "device_wait")
 SYNC_TOLERANCE_NS = 5_000  # a sync span "holds" the idle moment if it ends at most this later
@@ -50,6 +61,59 @@ def host_spans(ev: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
     s = ev["ts_ns"].to_numpy(np.int64)[pos]
     e = s + ev["dur_ns"].to_numpy(np.int64)[pos]
     return iv.union(s, e)
+
+
+def step_window(attr: StepAttribution) -> tuple[int, int] | None:
+    """(first step's first activity start, last step's last activity end) in ns, or None
+    when no step has GPU work: the analysed window of a trace with steps. A stage-split
+    file's one pseudo step (the whole file) is no window: the activity rule decides there."""
+    if not attr.has_steps or "kernels" not in attr.steps or attr.source == "stage_file":
+        return None
+    st = attr.steps[attr.steps["kernels"].to_numpy() > 0]
+    if len(st) == 0:
+        return None
+    return int(st["gpu_start_ns"].min()), int(st["gpu_end_ns"].max())
+
+
+def rank_edges(attr: StepAttribution, include_edges: bool = False) -> CaptureEdges:
+    """The capture edges of a step attribution's main device (as ``trace_timelines`` cuts them)."""
+    act = attr.act
+    return capture_edges(act["ts_ns"].to_numpy(np.int64), act["end_ns"].to_numpy(np.int64),
+                         step_window(attr), include_edges=include_edges)
+
+
+def _step_location(attr: StepAttribution, a: np.ndarray, b: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per gap ``[a, b)``: inside a step's work span, between two steps' spans, and the step
+    before / after it (the containing step for inside gaps; -1 where none). Vectorised:
+    searchsorted on the union of the step spans and on the sorted step starts / ends."""
+    n = a.size
+    none = np.full(n, -1, np.int64)
+    if not attr.has_steps or "kernels" not in attr.steps or n == 0:
+        return np.zeros(n, bool), np.zeros(n, bool), none, none
+    st = attr.steps[attr.steps["kernels"].to_numpy() > 0]
+    if len(st) == 0:
+        return np.zeros(n, bool), np.zeros(n, bool), none, none
+    ids = st["step"].to_numpy(np.int64)
+    gs = st["gpu_start_ns"].to_numpy(np.int64)
+    ge = st["gpu_end_ns"].to_numpy(np.int64)
+    us_, ue_ = iv.union(gs, ge)
+    if us_.size == 0:  # only zero-length step spans
+        return np.zeros(n, bool), np.zeros(n, bool), none, none
+    k = np.searchsorted(us_, a, side="right") - 1
+    inside = (k >= 0) & (b <= ue_[np.maximum(k, 0)])
+    between = ~inside & (a >= us_[0]) & (b <= ue_[-1])
+    by_s = np.argsort(gs, kind="stable")
+    by_e = np.argsort(ge, kind="stable")
+    i = np.searchsorted(ge[by_e], a, side="right") - 1  # last step ending at or before a
+    j = np.searchsorted(gs[by_s], b, side="left")  # first step starting at or after b
+    prev = np.where(i >= 0, ids[by_e[np.maximum(i, 0)]], -1)
+    nxt = np.where(j < ids.size, ids[by_s[np.minimum(j, ids.size - 1)]], -1)
+    c = np.searchsorted(gs[by_s], a, side="right") - 1  # step containing an inside gap
+    holder = ids[by_s[np.maximum(c, 0)]]
+    prev = np.where(inside, holder, prev)
+    nxt = np.where(inside, holder, nxt)
+    return inside, between, prev, nxt
 
 
 def _gap_table(act: pd.DataFrame) -> pd.DataFrame:
@@ -85,8 +149,13 @@ def analyze_gaps(
     *,
     pp_size: int | None = None,
     server_args: Mapping[str, Any] | None = None,
+    include_edges: bool = False,
 ) -> dict[str, Any]:
-    """Idle gaps of the main device by cause and location (JSON-able dict)."""
+    """Idle gaps of the main device by cause and location, and the capture edges (JSON-able).
+
+    ``include_edges``: count the idle before the first / after the last step as idle
+    (``outside steps``) instead of cutting it as the capture edge.
+    """
     act = attr.act
     g = _gap_table(act)
     n = len(g)
@@ -94,12 +163,11 @@ def analyze_gaps(
     b = g["end_ns"].to_numpy(np.int64)
     length = b - a
     nxt = g["next_idx"].to_numpy(np.int64)
-    prv = g["prev_idx"].to_numpy(np.int64)
     launch = act["launch_ns"].to_numpy(np.int64)[nxt] if n else np.zeros(0, np.int64)
     coll = strings_at(act["collective"]) if "collective" in act else np.full(len(act), "")
-    step = act["step"].to_numpy(np.int64)
 
-    sched_s, sched_e = host_spans(ev, "scheduler")
+    sched_all_s, sched_all_e = host_spans(ev, "scheduler")
+    sched_s, sched_e = sched_all_s, sched_all_e
     steps = attr.steps
     if attr.has_steps and (steps["host_start_ns"] >= 0).any():
         hs = steps["host_start_ns"].to_numpy(np.int64)
@@ -124,43 +192,61 @@ def analyze_gaps(
         causes["launch_overhead"] = np.where(host_bound & ~held, rest, 0) + latency - held_back
         causes["pp_bubble"] = np.where(is_pp, length, 0)
         causes["device_wait"] = np.where(~host_bound & ~is_pp, length, 0) + held_back
-    if n:
-        attributed = (step[prv] >= 0) & (step[nxt] >= 0)
-        inside = attributed & (step[prv] == step[nxt])
-        between = attributed & (step[prv] != step[nxt])
-    else:
-        inside = between = np.zeros(0, bool)
-    outside = ~inside & ~between
+
+    edges = rank_edges(attr, include_edges)
+    before = b <= edges.core_start_ns
+    after = a >= edges.core_end_ns
+    idle = ~(before | after) if not include_edges else np.ones(n, bool)
+    in_step, btw, prev_step, next_step = _step_location(attr, a, b)
+    inside = in_step & idle
+    between = btw & idle
+    outside = idle & ~inside & ~between
 
     def split(mask: np.ndarray) -> dict[str, float]:
         return {c: float(causes[c][mask].sum()) / NS_PER_US for c in CAUSES}
 
-    idle_us = float(length.sum()) / NS_PER_US
+    s_act = act["ts_ns"].to_numpy(np.int64)
+    e_act = act["end_ns"].to_numpy(np.int64)
+    busy_ns = int(iv.union_length(s_act, e_act)) if len(act) else 0
+    capture_ns = int(e_act.max() - s_act.min()) if len(act) else 0
+    idle_ns = int(length[idle].sum())
+    edge_ns = int(length[~idle].sum())
     cause_of_gap = _dominant(causes, n)
-    largest = np.argsort(-length, kind="stable")[:5]
-    t0 = int(act["ts_ns"].min()) if len(act) else 0
+    idle_idx = np.flatnonzero(idle)
+    largest = idle_idx[np.argsort(-length[idle_idx], kind="stable")[:5]]
+    t0 = int(s_act.min()) if len(act) else 0
+    covered = (float(iv.overlap_length(a[idle], b[idle], sched_all_s, sched_all_e)) / NS_PER_US
+               if sched_all_s.size and idle.any() else 0.0)
     out: dict[str, Any] = {
-        "idle_us": idle_us,
-        "gaps": int(n),
+        "idle_us": idle_ns / NS_PER_US,
+        "gaps": int(idle.sum()),
+        "capture_us": capture_ns / NS_PER_US,
+        "busy_us": busy_ns / NS_PER_US,
+        "wall_us": (capture_ns - edge_ns) / NS_PER_US,
+        "edge_us": edge_ns / NS_PER_US,
+        "edge": {"before_us": float(length[before & ~idle].sum()) / NS_PER_US,
+                 "after_us": float(length[after & ~idle].sum()) / NS_PER_US,
+                 "rule": edges.rule},
         "between_steps_us": float(length[between].sum()) / NS_PER_US,
         "inside_steps_us": float(length[inside].sum()) / NS_PER_US,
         "outside_steps_us": float(length[outside].sum()) / NS_PER_US,
-        "by_cause_us": split(np.ones(n, bool)),
+        "by_cause_us": split(idle),
         "between_steps_by_cause_us": split(between),
         "inside_steps_by_cause_us": split(inside),
         "outside_steps_by_cause_us": split(outside),
-        "gap_us": _pcts(length / NS_PER_US),
+        "gap_us": _pcts(length[idle] / NS_PER_US),
         "largest": [
             {
                 "start_offset_us": float(a[i] - t0) / NS_PER_US,
                 "dur_us": float(length[i]) / NS_PER_US,
                 "cause": cause_of_gap[i],
                 "location": "inside" if inside[i] else ("between" if between[i] else "outside"),
-                "prev_step": int(step[prv[i]]),
-                "next_step": int(step[nxt[i]]),
+                "prev_step": int(prev_step[i]),
+                "next_step": int(next_step[i]),
             }
             for i in largest.tolist()
         ],
+        "idle_covered_by_scheduler_us": covered,
         "scheduler": _scheduler_overlap(act, ev, sched_s, sched_e, server_args),
     }
     return out

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from analyzer import intervals as iv
 from analyzer.analyses.comm_roles import (
     ROLES,
     comm_roles,
@@ -26,9 +25,8 @@ from analyzer.analyses.comm_roles import (
     rank_communication,
 )
 from analyzer.analyses.copies import copies_by_kind
-from analyzer.analyses.copies import copies_by_kind
 from analyzer.analyses.context import RunContext, build_context, sizes_for_roles
-from analyzer.analyses.gaps import CAUSES, analyze_gaps, host_spans
+from analyzer.analyses.gaps import CAUSES, analyze_gaps
 from analyzer.analyses.kv_traffic import analyze_kv, resolve_gpu, resolve_model
 from analyzer.analyses.phases import (
     NS_PER_US,
@@ -64,13 +62,13 @@ def _rank_figures(trace: Trace, attr: StepAttribution, gaps: dict[str, Any], com
     act = attr.act
     s = act["ts_ns"].to_numpy(np.int64)
     e = act["end_ns"].to_numpy(np.int64)
-    wall = int(e.max() - s.min()) if s.size else 0
-    busy = int(iv.union_length(s, e)) if s.size else 0
     codes = act["category"].cat.codes.to_numpy(np.int64)
     per = grouped_union_ns(codes, s, e, len(CATEGORIES))
+    # wall = capture - edge = busy + idle (analyses/gaps.py: capture edges are cut)
     f: dict[str, Any] = {"rank": trace.rank.rank, "device": attr.device,
-                         "wall_us": wall / NS_PER_US, "busy_us": busy / NS_PER_US,
-                         "idle_us": (wall - busy) / NS_PER_US}
+                         "wall_us": gaps["wall_us"], "busy_us": gaps["busy_us"],
+                         "idle_us": gaps["idle_us"], "edge_us": gaps["edge_us"],
+                         "capture_us": gaps["capture_us"]}
     for j, c in enumerate(CATEGORIES):
         f[f"cat_{c}_us"] = per[j] / NS_PER_US
     f["steps"] = len(attr.steps) if attr.has_steps else 0
@@ -208,6 +206,7 @@ def analyze_serving(
     metrics: Any = None,
     attributions: Sequence[StepAttribution] | None = None,
     clues: Sequence[Mapping[str, int]] | None = None,
+    include_edges: bool = False,
 ) -> ServingAnalysis:
     """Serving diagnosis of classified traces (one per rank).
 
@@ -215,6 +214,7 @@ def analyze_serving(
     caller already has them, so the steps are not found and attributed twice.
     ``clues``: ``analyses.context.trace_clues`` of each trace, taken before the python frames
     were pruned (same order as ``traces``); without them the context comes from what is left.
+    ``include_edges``: keep the capture edges in the idle time (``analyses/gaps.py``).
     """
     th = load_thresholds()
     abstained: list[str] = []
@@ -247,11 +247,8 @@ def analyze_serving(
     figs, ph_ranks, gap_ranks, comm_ranks, kv_ranks, pf_ranks = [], [], [], [], [], []
     for t, a in zip(traces, attrs):
         r = t.rank.rank
-        gp = analyze_gaps(t.events, a, pp_size=sizes["pp"] or 1, server_args=server_args)
-        sched_s, sched_e = host_spans(t.events, "scheduler")
-        bs_, be_ = iv.union(a.act["ts_ns"].to_numpy(np.int64), a.act["end_ns"].to_numpy(np.int64))
-        idle_s, idle_e = iv.gaps(bs_, be_)
-        gp["idle_covered_by_scheduler_us"] = float(iv.overlap_length(idle_s, idle_e, sched_s, sched_e)) / NS_PER_US
+        gp = analyze_gaps(t.events, a, pp_size=sizes["pp"] or 1, server_args=server_args,
+                          include_edges=include_edges)
         cm = rank_communication(a, sizes, run.workload)
         w = {}
         if waits is not None and r in xr.get("ranks", {}):
@@ -359,7 +356,8 @@ def _gap_summary(gap_ranks: Sequence[Mapping[str, Any]], rep: int) -> dict[str, 
     if not gap_ranks:
         return {}
     g = gap_ranks[rep]
-    return {"rank": g["rank"], "idle_us": g["idle_us"], "between_steps_us": g["between_steps_us"],
+    return {"rank": g["rank"], "idle_us": g["idle_us"], "edge_us": g["edge_us"], "edge": g["edge"],
+            "between_steps_us": g["between_steps_us"],
             "inside_steps_us": g["inside_steps_us"], "outside_steps_us": g["outside_steps_us"],
             "by_cause_us": g["by_cause_us"],
             "overlap_scheduler": g["scheduler"]["overlap_scheduler"],

@@ -353,7 +353,8 @@ def gaps_figure(doc: Mapping[str, Any]) -> Any | None:
 
 
 def gaps_table(doc: Mapping[str, Any]) -> pd.DataFrame:
-    """Per rank: idle between / inside steps, gap p50/p90/max, scheduler exposure."""
+    """Per rank: idle between / inside / outside steps, the capture edge left out, gap
+    p50/p90/max, scheduler exposure."""
     out = []
     for g in _per_rank(_serving(doc).get("gaps")):
         gp = g.get("gap_us") or {}
@@ -362,6 +363,8 @@ def gaps_table(doc: Mapping[str, Any]) -> pd.DataFrame:
             "rank": g.get("rank"), "gaps": g.get("gaps"),
             "idle (ms)": _ms(g.get("idle_us")), "between steps (ms)": _ms(g.get("between_steps_us")),
             "inside steps (ms)": _ms(g.get("inside_steps_us")),
+            "outside steps (ms)": _ms(g.get("outside_steps_us")),
+            "capture edge (ms)": _ms(g.get("edge_us")),
             "gap p50 (us)": gp.get("p50"), "gap p90 (us)": gp.get("p90"), "gap max (us)": gp.get("max"),
             "overlap scheduler": sch.get("overlap_scheduler"),
         })

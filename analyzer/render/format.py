@@ -22,6 +22,17 @@ def fmt_share(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.1f}%"
 
 
+def edge_note(figures: Mapping[str, Any]) -> str:
+    """"capture edge 493.6 ms (50.0% of the capture) left out" for a summary or rank with an
+    edge (idle before the first step / after the last: profiler warm-up, teardown), else ""."""
+    edge = float(figures.get("edge_us") or 0.0)
+    if edge <= 0:
+        return ""
+    capture = float(figures.get("capture_us") or 0.0)
+    share = f" ({fmt_share(edge / capture)} of the capture)" if capture else ""
+    return f"capture edge {fmt_us(edge)}{share} left out"
+
+
 def short_name(name: str, width: int = 70) -> str:
     """Kernel names can be kilobytes of C++ templates: keep the head."""
     name = " ".join(name.split())

@@ -94,11 +94,14 @@ def _kpis(doc: Mapping[str, Any]) -> str:
     exposed = comm["exposed_us"] / s["wall_us"] if s["wall_us"] else 0.0
     items = [
         ("ranks", str(s["ranks"]), f"{len(doc['inputs'])} input file(s)"),
-        ("GPU wall", fmt_us(s["wall_us"]), "summed over ranks"),
+        ("GPU wall", fmt_us(s["wall_us"]), "summed over ranks, capture edges left out"),
         ("busy", fmt_share(s["busy_share"]), fmt_us(s["busy_us"])),
         ("idle", fmt_share(s["idle_share"]), fmt_us(s["idle_us"])),
         ("exposed comm", fmt_share(exposed), fmt_us(comm["exposed_us"])),
     ]
+    if s.get("edge_us"):
+        items.append(("capture edge", fmt_us(s["edge_us"]),
+                      "left out: idle before the first step / after the last"))
     cells = "".join(
         f'<div class="kpi"><div class="kpi-label">{escape(k)}</div>'
         f'<div class="kpi-value">{escape(v)}</div><div class="kpi-sub">{escape(sub)}</div></div>'

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import context_line, evidence_items, fmt_share, fmt_us, short_name
+from .format import context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
 
 
 def _cell(text: str) -> str:
@@ -17,8 +17,10 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out: list[str] = ["# LLM serving trace analysis", ""]
     out.append(
         f"{s['ranks']} rank(s) from {len(doc['inputs'])} file(s); GPU wall {fmt_us(s['wall_us'])} "
-        f"(summed over ranks), busy {fmt_share(s['busy_share'])}, idle {fmt_share(s['idle_share'])}. "
-        f"Made by trace-analyzer {doc['tool']['version']}."
+        f"(summed over ranks), busy {fmt_share(s['busy_share'])}, idle {fmt_share(s['idle_share'])}"
+        + (f"; {edge_note(s)} (idle before the first step / after the last: profiler warm-up, "
+           "teardown)" if edge_note(s) else "")
+        + f". Made by trace-analyzer {doc['tool']['version']}."
     )
     out.append("")
     run = context_line(doc)
@@ -58,13 +60,14 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out.append("")
     out.append("## Per rank")
     out.append("")
-    out.append("| rank | device | GPU | wall | busy | idle | communication | exposed comm |")
-    out.append("|---:|---:|---|---:|---:|---:|---:|---:|")
+    out.append("| rank | device | GPU | wall | busy | idle | capture edge | communication | exposed comm |")
+    out.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in doc["ranks"]:
         idle = r["idle_us"] / r["wall_us"] if r["wall_us"] else 0.0
         out.append(
             f"| {r['rank']} | {r['device']} | {_cell(r['gpu'])} | {fmt_us(r['wall_us'])} | "
-            f"{fmt_us(r['busy_us'])} | {fmt_share(idle)} | {fmt_us(r['communication']['time_us'])} | "
+            f"{fmt_us(r['busy_us'])} | {fmt_share(idle)} | {fmt_us(r.get('edge_us') or 0.0)} | "
+            f"{fmt_us(r['communication']['time_us'])} | "
             f"{fmt_us(r['communication']['exposed_us'])} |"
         )
     if doc["ranks"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import context_line, evidence_items, fmt_share, fmt_us, short_name
+from .format import context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -17,6 +17,9 @@ def render_text(doc: dict[str, Any]) -> str:
         f"GPU wall {fmt_us(s['wall_us'])} (sum over ranks), busy {fmt_share(s['busy_share'])}, "
         f"idle {fmt_share(s['idle_share'])}"
     )
+    if edge_note(s):
+        lines.append(f"  {edge_note(s)}: idle before the first step / after the last (profiler "
+                     "warm-up, teardown); --include-edges counts it as idle")
     run = context_line(doc)
     if run:
         lines.append(run)
@@ -52,12 +55,12 @@ def render_text(doc: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append("Per rank")
-    lines.append(f"  {'rank':>4} {'dev':>3}  {'wall':>9} {'busy':>9} {'idle':>6} {'comm':>9} {'exposed':>9}  gpu")
+    lines.append(f"  {'rank':>4} {'dev':>3}  {'wall':>9} {'busy':>9} {'idle':>6} {'edge':>9} {'comm':>9} {'exposed':>9}  gpu")
     for r in doc["ranks"]:
         idle = r["idle_us"] / r["wall_us"] if r["wall_us"] else 0.0
         lines.append(
             f"  {r['rank']:>4} {r['device']:>3}  {fmt_us(r['wall_us']):>9} {fmt_us(r['busy_us']):>9} "
-            f"{fmt_share(idle):>6} {fmt_us(r['communication']['time_us']):>9} "
+            f"{fmt_share(idle):>6} {fmt_us(r.get('edge_us') or 0.0):>9} {fmt_us(r['communication']['time_us']):>9} "
             f"{fmt_us(r['communication']['exposed_us']):>9}  {r['gpu']}"
         )
     if doc["ranks"]:

@@ -112,12 +112,14 @@ def build_metrics(doc: Mapping[str, Any]) -> list[Metric]:
     exposed = comm["exposed_us"] / s["wall_us"] if s["wall_us"] else 0.0
     return [
         Metric("Ranks", str(s["ranks"]), f"{len(doc.get('inputs', []))} input file(s)"),
-        Metric("GPU wall", fmt_us(s["wall_us"]), "first to last GPU activity, summed over ranks"),
+        Metric("GPU wall", fmt_us(s["wall_us"]), "first to last GPU activity minus the capture "
+               "edges, summed over ranks"),
         Metric("Busy", fmt_share(s["busy_share"]), f"{fmt_us(s['busy_us'])} with a kernel, copy or memset running"),
         Metric("Idle", fmt_share(s["idle_share"]), f"{fmt_us(s['idle_us'])} with the GPU waiting"),
         Metric("Exposed comm", fmt_share(exposed),
                f"{fmt_us(comm['exposed_us'])} of communication not hidden behind compute"),
-    ]
+    ] + ([Metric("Capture edge", fmt_us(s["edge_us"]), "left out: idle before the first step and "
+                 "after the last (profiler warm-up, teardown)")] if s.get("edge_us") else [])
 
 
 def build_downloads(doc: Mapping[str, Any], stem: str = "trace-report") -> list[Download]:
