@@ -24,7 +24,7 @@ belongs to no step (before the first step of the capture, untracked work). Conse
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -85,8 +85,12 @@ def analyze_gaps(
     *,
     pp_size: int | None = None,
     server_args: Mapping[str, Any] | None = None,
+    pipeline: Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Idle gaps of the main device by cause and location (JSON-able dict)."""
+    """Idle gaps of the main device by cause and location (JSON-able dict).
+
+    ``pipeline``: the cross-stage bubble verdict (``analyses.bubbles``) that may move gap
+    time to ``pp_bubble``: ``pipeline(gap_starts, gap_ends, causes) -> causes``."""
     act = attr.act
     g = _gap_table(act)
     n = len(g)
@@ -124,6 +128,8 @@ def analyze_gaps(
         causes["launch_overhead"] = np.where(host_bound & ~held, rest, 0) + latency - held_back
         causes["pp_bubble"] = np.where(is_pp, length, 0)
         causes["device_wait"] = np.where(~host_bound & ~is_pp, length, 0) + held_back
+        if pipeline is not None:  # PP>1: idle while another stage computes is a bubble
+            causes = pipeline(a, b, causes)
     if n:
         attributed = (step[prv] >= 0) & (step[nxt] >= 0)
         inside = attributed & (step[prv] == step[nxt])

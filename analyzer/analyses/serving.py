@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from analyzer import intervals as iv
+from analyzer.analyses.bubbles import pipeline_context
+from analyzer.analyses.clock import align_clocks
 from analyzer.analyses.comm_roles import (
     comm_roles,
     cross_rank,
@@ -226,12 +228,16 @@ def analyze_serving(
     if gpu_spec is None:
         abstained.append(f"could not compare with the GPU's peak because {why_gpu}")
 
-    xr = cross_rank(traces, attrs) if len(traces) > 1 else {"instances": 0, "ranks": {}}
+    clock = align_clocks(traces, [a.act for a in attrs])  # ranks' clocks -> the reference rank's
+    xr = cross_rank(traces, attrs, clock=clock) if len(traces) > 1 else {"instances": 0, "ranks": {}}
+    xr["alignment"] = clock.to_dict()
+    pipe = pipeline_context(traces, attrs, sizes, clock)  # None unless PP > 1
     waits = xr.pop("_wait_intervals", None)
     figs, ph_ranks, gap_ranks, comm_ranks, kv_ranks, pf_ranks = [], [], [], [], [], []
     for t, a in zip(traces, attrs):
         r = t.rank.rank
-        gp = analyze_gaps(t.events, a, pp_size=sizes["pp"], server_args=server_args)
+        gp = analyze_gaps(t.events, a, pp_size=sizes["pp"], server_args=server_args,
+                          pipeline=pipe.judge(r) if pipe is not None else None)
         sched_s, sched_e = host_spans(t.events, "scheduler")
         bs_, be_ = iv.union(a.act["ts_ns"].to_numpy(np.int64), a.act["end_ns"].to_numpy(np.int64))
         idle_s, idle_e = iv.gaps(bs_, be_)
@@ -273,6 +279,7 @@ def analyze_serving(
                           "summary": comm_ranks[rep] if comm_ranks else {}},
         "skew": _jsonable(xr),
         "gaps": {"ranks": gap_ranks, "summary": _gap_summary(gap_ranks, rep)},
+        "bubbles": pipe.section() if pipe is not None else {"enabled": False, "pp": sizes["pp"]},
         "metrics": _metrics_section(metrics, figs),
         "ranks": figs,
         "summary": summarize_ranks(figs),
