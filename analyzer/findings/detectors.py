@@ -163,8 +163,20 @@ def pipeline_bubbles(ctx: Context) -> Finding | None:
     rec = (f"PP={pp} stages idle waiting for their neighbour. Keep more micro-batches in flight "
            "(more concurrent requests, --pp-max-micro-batch-size), balance layers across stages, "
            "prefer TP inside a node and PP only across nodes.")
+    ev: dict[str, Any] = {"bubble_us_by_rank": per_rank, **_bubble_evidence(ctx)}
     return ctx.make("pipeline_bubbles", "Pipeline bubbles (stages idle waiting for activations)", t,
-                    {"bubble_us_by_rank": per_rank}, rec)
+                    ev, rec)
+
+
+def _bubble_evidence(ctx: Context) -> dict[str, Any]:
+    """Cross-stage figures of ``analyses.bubbles`` (by stage, by schedule part, fractions)."""
+    b = ctx.sections.get("bubbles") or {}
+    if not b.get("enabled"):
+        return {}
+    return {"measured_fraction": b.get("measured_fraction"), "expected_fraction": b.get("expected_fraction"),
+            "micro_batches": b.get("micro_batches"), "bubble_us_by_part": b.get("by_part_us"),
+            "bubble_us_by_stage": {k: v.get("bubble_us") for k, v in (b.get("by_stage") or {}).items()},
+            "clock_aligned": b.get("clock_aligned")}
 
 
 def cross_rank_skew(ctx: Context) -> Finding | None:
