@@ -148,7 +148,7 @@ def _rank_doc(pl: Plan, k: int, t: int, rank: int, world: int,
         if launch0 - 1_000 > prev_host:  # waiting for the data: scheduler / receive code
             host("scheduler.recv_requests", prev_host, launch0 - 1_000)
         if pl.steps != "none":
-            host(f"step[DECODE bs=16]", launch0 - 500, launch0 + 7_000, th=step_tid)
+            host("step[DECODE bs=16]", launch0 - 500, launch0 + 7_000, th=step_tid)
         if recv_s >= 0:
             kernel(SENDRECV, recv_s, s, launch0, "p2p", {**p2p, "Collective name": "recv"})
         c = e - s

@@ -10,6 +10,7 @@ receive ends it.
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def planted(pl: Plan) -> dict[int, dict[str, float]]:
                          for s, e, kind in iv2 if kind == "compute"])
         starts = {s: kind for s, e, kind in ivs}
         idle = bubble = 0
-        for (_, e0), (s1, _) in zip(busy, busy[1:]):
+        for (_, e0), (s1, _) in itertools.pairwise(busy):
             gap = (e0, s1)
             idle += s1 - e0
             bubble += (s1 - e0) if starts.get(s1) == "p2p" else _overlap(gap, others)

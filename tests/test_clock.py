@@ -120,3 +120,55 @@ def test_no_collective_turns_alignment_off() -> None:
     assert all(r.source == "not aligned" and r.offset_ns == 0 for r in al.ranks.values())
     t = np.array([10, 20], np.int64)
     assert (al.correct(1, t) == t).all()
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def _straggler_run(offsets: dict[int, int] | None):
+    from test_diagnosis_common import SYNTHETIC, load_dir
+
+    from analyzer.analyses.serving import analyze_serving
+
+    d = SYNTHETIC / "tp8_straggler"
+    if not d.is_dir():
+        pytest.skip("sample_traces/synthetic absent")
+    traces, sa = load_dir(d)
+    for t in traces:  # every event of a rank on its own, shifted clock (host and GPU alike)
+        if offsets:
+            t.events["ts_ns"] = t.events["ts_ns"] + offsets[t.rank.rank]
+    return analyze_serving(traces, {}, server_args=sa)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_skew_and_straggler_survive_planted_clock_offsets(seed: int) -> None:
+    """tp8_straggler with each rank's clock shifted by 0-5 ms: after alignment, skew, wait
+    and the straggler are those of the unshifted capture (one clock)."""
+    rng = np.random.default_rng(seed)
+    offsets = {r: int(rng.integers(0, 5_000_000)) for r in range(8)}
+    base = _straggler_run(None)
+    got = _straggler_run(offsets)
+    al = got.sections["skew"]["alignment"]
+    for r in range(8):
+        assert abs(al["ranks"][r]["offset_ns"] - (offsets[r] - offsets[0])) <= 5_000
+    b, g = base.sections["skew"], got.sections["skew"]
+    assert g["straggler_rank"] == b["straggler_rank"] is not None
+    assert abs(g["skew_us"]["p50"] - b["skew_us"]["p50"]) <= 5
+    for r in range(8):
+        assert abs(g["ranks"][r]["wait_us"] - b["ranks"][r]["wait_us"]) <= 5 * g["ranks"][r]["collectives"] / 100 + 5
+    assert got.findings[0].id == base.findings[0].id == "cross_rank_skew"
+
+
+def test_text_report_shows_large_offsets(tmp_path) -> None:
+    from pp_builder import Plan, build
+
+    from analyzer import analyze
+    from analyzer.render.text import render_text
+
+    pl = Plan(pp=2, tp=2, m=1, rounds=4, compute_ns=[200_000] * 2, recv="host",
+              offsets={0: 0, 1: 2_000_000, 2: 0, 3: 0})
+    doc = analyze([str(build(pl, tmp_path))]).to_dict()
+    al = doc["serving"]["skew"]["alignment"]
+    assert al["notable"] and al["max_abs_offset_us"] == pytest.approx(2_000, abs=5)
+    line = next(ln for ln in render_text(doc).splitlines() if ln.startswith("clocks:"))
+    assert "4 of 4 ranks aligned to rank 0" in line and "2.0 ms" in line

@@ -121,7 +121,7 @@ class ClockAlignment:
 
     def to_dict(self) -> dict[str, Any]:
         res = [r.residual_us for r in self.ranks.values() if r.residual_us is not None]
-        return {"enabled": self.enabled, "reason": self.reason,
+        return {"enabled": self.enabled, "reason": self.reason, "notable": self.notable,
                 "reference_rank": self.reference_rank, "anchor_ns": self.anchor_ns,
                 "collectives": list(END_SYNC_COLLECTIVES),
                 "max_abs_offset_us": max((abs(r.offset_ns) / 1e3 for r in self.ranks.values()),
@@ -130,7 +130,7 @@ class ClockAlignment:
                 "ranks": {r: c.to_dict() for r, c in sorted(self.ranks.items())}}
 
 
-def off(ranks: Sequence[int], reason: str) -> ClockAlignment:
+def alignment_off(ranks: Sequence[int], reason: str) -> ClockAlignment:
     """Alignment switched off: every rank keeps its own clock."""
     return ClockAlignment(False, None, 0, {r: RankClock(r, reason=reason) for r in ranks}, reason)
 
@@ -187,7 +187,7 @@ def align_clocks(traces: Sequence[Any], acts: Sequence[pd.DataFrame]) -> ClockAl
     """Clock alignment of ``traces`` (one per rank) from their GPU activity tables."""
     ranks = [t.rank.rank for t in traces]
     if len(traces) < 2:
-        return off(ranks, "one rank: nothing to align")
+        return alignment_off(ranks, "one rank: nothing to align")
     return fit_alignment(collective_ends(traces, acts), ranks)
 
 
@@ -198,13 +198,13 @@ def align_clocks(traces: Sequence[Any], acts: Sequence[pd.DataFrame]) -> ClockAl
 
 def fit_alignment(ends: pd.DataFrame, ranks: Sequence[int]) -> ClockAlignment:
     """Fit per-rank offsets and drifts from ``ends`` (``rank``, ``instance``, ``end_ns``)."""
-    ranks = sorted(set(int(r) for r in ranks) | set(ends["rank"].astype(int).unique().tolist()))
+    ranks = sorted({int(r) for r in ranks} | set(ends["rank"].astype(int).unique().tolist()))
     df = ends[["rank", "instance", "end_ns"]].copy()
     df = df.drop_duplicates(["rank", "instance"], keep="first")
     n_members = df.groupby("instance")["rank"].transform("size")
     df = df[n_members >= 2].reset_index(drop=True)
     if len(df) == 0:
-        return off(ranks, "no synchronous collective (allreduce / allgather / reducescatter / "
+        return alignment_off(ranks, "no synchronous collective (allreduce / allgather / reducescatter / "
                           "barrier) is matched on two or more ranks")
     rank_arr = df["rank"].to_numpy(np.int64)
     inst = df["instance"].to_numpy(np.int64)
@@ -261,7 +261,7 @@ def fit_alignment(ends: pd.DataFrame, ranks: Sequence[int]) -> ClockAlignment:
         if root != ref0:
             reason = (f"no synchronous collective links it to rank {ranks[ref0]}: aligned within "
                       f"its own group to rank {ranks[root]}, whose clock is taken as is")
-        out[r] = RankClock(r, int(round(offset[i])), round(float(drift[i]) * 1e6, 4), round(resid, 3),
+        out[r] = RankClock(r, int(np.rint(offset[i])), round(float(drift[i]) * 1e6, 4), round(resid, 3),
                            int(m.sum()), src, ranks[root], reason)
     return ClockAlignment(True, ranks[ref0], int(anchor), out, None)
 
@@ -301,5 +301,12 @@ def _robust_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return intercept, slope
 
 
-__all__ = ["END_SYNC_COLLECTIVES", "ClockAlignment", "RankClock", "align_clocks",
-           "collective_ends", "fit_alignment", "off"]
+__all__ = [
+    "END_SYNC_COLLECTIVES",
+    "ClockAlignment",
+    "RankClock",
+    "align_clocks",
+    "alignment_off",
+    "collective_ends",
+    "fit_alignment",
+]
