@@ -172,3 +172,11 @@ def test_text_report_shows_large_offsets(tmp_path) -> None:
     assert al["notable"] and al["max_abs_offset_us"] == pytest.approx(2_000, abs=5)
     line = next(ln for ln in render_text(doc).splitlines() if ln.startswith("clocks:"))
     assert "4 of 4 ranks aligned to rank 0" in line and "2.0 ms" in line
+    from analyzer.render.markdown import render_markdown
+
+    assert "> **Clocks:** 4 of 4 ranks aligned to rank 0" in render_markdown(doc)
+    # offsets small: no line
+    pl.offsets = {}
+    doc = analyze([str(build(pl, tmp_path / "same"))]).to_dict()
+    assert not doc["serving"]["skew"]["alignment"]["notable"]
+    assert not any(ln.startswith("clocks:") for ln in render_text(doc).splitlines())
