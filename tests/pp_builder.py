@@ -13,7 +13,8 @@ Conventions (the knobs the tests randomise):
 - ``steps``: "same" (``step[DECODE bs=..]`` spans on the scheduler thread), "other" (on
   another host thread) or "none";
 - ``link``: world all-reduces at the start and the end of the capture (they tie every
-  clock to rank 0); ``offsets``: per-rank clock offsets in ns;
+  clock to rank 0), their ends off by up to ``end_jitter_ns`` per rank; ``offsets``:
+  per-rank clock offsets in ns;
 - ``pause``: extra host time on the first stage before some rounds (all stages idle).
 
 ``Plan.truth`` holds the planted intervals on the true clock for independent checks.
@@ -22,6 +23,7 @@ Conventions (the knobs the tests randomise):
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ class Plan:
     link: bool = True
     offsets: dict[int, int] = field(default_factory=dict)
     pause: dict[int, int] = field(default_factory=dict)  # round -> extra host ns on stage 0
+    end_jitter_ns: int = 0  # all-reduce ends vary by up to this much per rank (seeded)
     #: filled by build(): rank -> list of (start, end, kind) on the true clock,
     #: kind in {"compute", "comm", "p2p"}
     truth: dict[int, list[tuple[int, int, str]]] = field(default_factory=dict)
@@ -129,6 +132,11 @@ def _rank_doc(pl: Plan, k: int, t: int, rank: int, world: int,
                    "args": {"device": k * pl.tp + t, "stream": 7, "correlation": c, **(args or {})}})
         truth.append((s, e, kind))
 
+    rng = random.Random(rank)
+
+    def jit() -> int:
+        return rng.randint(-pl.end_jitter_ns, pl.end_jitter_ns) if pl.end_jitter_ns else 0
+
     tp_ranks = [pl.rank(k, x) for x in range(pl.tp)]
     ar_tp = {"Collective name": "allreduce", "Process Group Name": "2", "Group size": pl.tp,
              "In msg nelems": 4096, "dtype": "BFloat16"}
@@ -138,9 +146,9 @@ def _rank_doc(pl: Plan, k: int, t: int, rank: int, world: int,
     if pl.link:
         for i in range(3):
             s = 20_000 + i * 30_000
-            kernel(ALLREDUCE, s, s + 10_000, s - 6_000, "comm", ar_world)
+            kernel(ALLREDUCE, s, s + 10_000 + jit(), s - 6_000, "comm", ar_world)
             s = t_end - 90_000 + i * 30_000
-            kernel(ALLREDUCE, s, s + 10_000, s - 6_000, "comm", ar_world)
+            kernel(ALLREDUCE, s, s + 10_000 + jit(), s - 6_000, "comm", ar_world)
     prev_host = 100_000
     for recv_s, s, e, send_e in blocks:
         first = recv_s if recv_s >= 0 else s

@@ -54,7 +54,7 @@ def planted(pl: Plan) -> dict[int, dict[str, float]]:
             bubble += (s1 - e0) if starts.get(s1) == "p2p" else _overlap(gap, others)
         wall = busy[-1][1] - busy[0][0]
         assert wall - merged_length([(s, e) for s, e, _ in ivs]) == idle
-        out[rank] = {"idle_us": idle / 1e3, "bubble_us": bubble / 1e3}
+        out[rank] = {"idle_us": idle / 1e3, "bubble_us": bubble / 1e3, "gaps": len(busy) - 1}
     return out
 
 
@@ -84,7 +84,8 @@ def _random_plan(seed: int) -> Plan:
     pause = {r: rng.randint(100_000, 300_000) for r in range(1, 6) if rng.random() < 0.3}
     return Plan(pp=pp, tp=tp, m=m, rounds=rng.randint(6, 10), compute_ns=compute,
                 xfer_ns=rng.randint(10_000, 40_000), host_ns=rng.randint(10_000, 30_000),
-                recv=recv, steps=steps, link=True, offsets=offsets, pause=pause)
+                recv=recv, steps=steps, link=True, offsets=offsets, pause=pause,
+                end_jitter_ns=1_000 if seed % 4 == 1 else 0)
 
 
 @pytest.mark.parametrize("seed", range(24))
@@ -98,9 +99,10 @@ def test_planted_pipeline(seed: int, tmp_path: Path) -> None:
     figs = {f["rank"]: f for f in rep.serving["ranks"]}
     for r, w in want.items():
         assert abs(figs[r]["idle_us"] - w["idle_us"]) < 0.01, (r, figs[r]["idle_us"], w)
-        # alignment recovered within 5 us: each gap edge may move by that much
-        n_gaps = figs[r]["idle_us"] and max(1, len(pl.truth[r]))
-        assert abs(figs[r]["gap_pp_bubble_us"] - w["bubble_us"]) <= 0.01 + 0.0 * n_gaps, \
+        # with jittered all-reduce ends the clocks are aligned within 5 us (asserted below),
+        # so each gap's two edges may move by that much against the other stages
+        tol = 0.01 + (2 * 5.0 * w["gaps"] if pl.end_jitter_ns else 0.0)
+        assert abs(figs[r]["gap_pp_bubble_us"] - w["bubble_us"]) <= tol, \
             (seed, r, figs[r]["gap_pp_bubble_us"], w, pl.recv, pl.steps)
     al = rep.serving["skew"]["alignment"]
     assert al["enabled"] and al["reference_rank"] == 0
@@ -110,7 +112,7 @@ def test_planted_pipeline(seed: int, tmp_path: Path) -> None:
     b = rep.serving["bubbles"]
     assert b["enabled"] and b["pp"] == pl.pp
     assert abs(sum(b["by_part_us"].values()) - b["bubble_us"]) < 1e-3
-    assert abs(b["bubble_us"] - sum(w["bubble_us"] for w in want.values())) < 0.01 * len(want)
+    assert abs(b["bubble_us"] - sum(f["gap_pp_bubble_us"] for f in figs.values())) < 1e-3 * len(want)
     if pl.steps != "none":
         assert b["micro_batches"] == pl.m
         assert b["expected_fraction"] == pytest.approx((pl.pp - 1) / (pl.m + pl.pp - 1))
