@@ -150,6 +150,7 @@ def collective_ends(traces: Sequence[Any], acts: Sequence[pd.DataFrame]) -> pd.D
         if sel.size == 0:
             continue
         pg = strings_at(act["pg_name"], sel) if "pg_name" in act else np.full(sel.size, "", object)
+        pg = np.where(pd.isna(pg), "", pg)
         members = _pg_members(t)
         local = f"local/{t.rank.pp_rank or 0}/{t.rank.dp_rank or 0}/"
         lut = {p: members.get(str(p)) or local + str(p) for p in pd.unique(pg)}
@@ -157,7 +158,7 @@ def collective_ends(traces: Sequence[Any], acts: Sequence[pd.DataFrame]) -> pd.D
         df = pd.DataFrame({
             "rank": t.rank.rank,
             "group": gkey,
-            "collective": strings_at(act["collective"], sel),
+            "collective": pd.Series(strings_at(act["collective"], sel)).fillna("").to_numpy(object),
             "start_ns": act["ts_ns"].to_numpy(np.int64)[sel],
             "end_ns": act["end_ns"].to_numpy(np.int64)[sel],
             "seq": act["seq"].to_numpy(np.int64)[sel] if "seq" in act else -1,
