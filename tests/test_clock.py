@@ -175,6 +175,9 @@ def test_text_report_shows_large_offsets(tmp_path) -> None:
     from analyzer.render.markdown import render_markdown
 
     assert "> **Clocks:** 4 of 4 ranks aligned to rank 0" in render_markdown(doc)
+    from analyzer.render.html import render_html
+
+    assert '<p class="clocks">clocks: 4 of 4 ranks aligned to rank 0' in render_html(doc)
     # offsets small: no line
     pl.offsets = {}
     doc = analyze([str(build(pl, tmp_path / "same"))]).to_dict()
