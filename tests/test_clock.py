@@ -183,3 +183,38 @@ def test_text_report_shows_large_offsets(tmp_path) -> None:
     doc = analyze([str(build(pl, tmp_path / "same"))]).to_dict()
     assert not doc["serving"]["skew"]["alignment"]["notable"]
     assert not any(ln.startswith("clocks:") for ln in render_text(doc).splitlines())
+
+
+def test_collective_ends_keep_tp_groups_that_reuse_a_name_apart() -> None:
+    """Two TP groups both call their group "2" (torch names are per-process counters in
+    our synthetic writer); pg_config members keep them apart, a foreign distributedInfo
+    (not listing the rank) falls back to the (PP, DP) indices."""
+    from types import SimpleNamespace
+
+    from analyzer.analyses.clock import collective_ends
+
+    def act(n: int) -> pd.DataFrame:
+        return pd.DataFrame({
+            "category": pd.Categorical(["communication"] * n + ["gemm"]),
+            "collective": pd.Categorical(["allreduce"] * n + [""]),
+            "pg_name": pd.Categorical(["2"] * (n + 1)),
+            "ts_ns": np.arange(n + 1, dtype=np.int64) * 100,
+            "end_ns": np.arange(n + 1, dtype=np.int64) * 100 + 50,
+            "seq": np.full(n + 1, -1, np.int64)})
+
+    def trace(rank: int, pp: int, members: list[int]) -> SimpleNamespace:
+        cfg = [{"pg_name": "2", "ranks": members}]
+        return SimpleNamespace(rank=SimpleNamespace(rank=rank, pp_rank=pp, dp_rank=None),
+                               distributed_info={"rank": 0, "pg_config": cfg})
+
+    def groups(traces: list[SimpleNamespace]) -> pd.Series:
+        ends = collective_ends(traces, [act(5)] * len(traces))
+        assert len(ends) == 5 * len(traces)
+        return ends.groupby("rank")["instance"].apply(frozenset)
+
+    # members listed: {0, 1} and {2, 3} are two groups although both are named "2"
+    inst = groups([trace(0, 0, [0, 1]), trace(1, 0, [0, 1]), trace(2, 1, [2, 3]), trace(3, 1, [2, 3])])
+    assert inst[0] == inst[1] and inst[2] == inst[3] and not (inst[0] & inst[2])
+    # stage 1 carries stage 0's pg_config (ranks 2, 3 not in it): keyed by (PP, DP) instead
+    inst = groups([trace(0, 0, [0, 1]), trace(1, 0, [0, 1]), trace(2, 1, [0, 1]), trace(3, 1, [0, 1])])
+    assert inst[0] == inst[1] and inst[2] == inst[3] and not (inst[0] & inst[2])

@@ -22,7 +22,8 @@ are not tied: a sender may finish before its receiver, a root before its leaves)
 instance of one (process group, collective) on each rank is the same operation (``seq``
 when the trace has it, else the order of starts), as in ``comm_roles.cross_rank``. A
 process group is named by its member ranks from ``distributedInfo.pg_config`` when the
-trace lists it, else by its name and the rank's (PP, DP) indices.
+trace lists it with the rank among the members, else by its name and the rank's (PP, DP)
+indices.
 
 Fit (robust, per rank): ranks are solved outward from the reference in rounds. In a round,
 every instance with at least one solved member gets a reference time, the median of its
@@ -175,11 +176,15 @@ def collective_ends(traces: Sequence[Any], acts: Sequence[pd.DataFrame]) -> pd.D
 
 def _pg_members(trace: Any) -> dict[str, str]:
     """pg_name -> "ranks/<r0,r1,..>" from distributedInfo.pg_config (names the group by
-    its members, so that two TP groups that reuse one name stay apart)."""
+    its members, so that two TP groups that reuse one name stay apart). Only groups that
+    list the trace's own rank: a copied or foreign ``distributedInfo`` (SGLang may write
+    rank 0's into every file) falls back to the name and the rank's (PP, DP) indices."""
     info = trace.distributed_info or {}
     out: dict[str, str] = {}
+    me = trace.rank.rank
     for pg in info.get("pg_config") or []:
-        if isinstance(pg, dict) and isinstance(pg.get("ranks"), list) and pg.get("pg_name") is not None:
+        if isinstance(pg, dict) and isinstance(pg.get("ranks"), list) and pg.get("pg_name") is not None \
+                and me in pg["ranks"]:
             out[str(pg["pg_name"])] = "ranks/" + ",".join(str(r) for r in pg["ranks"])
     return out
 
