@@ -19,8 +19,9 @@ its kernel duration): time spent inside the kernel waiting for the last rank to 
 moving data; ``transfer`` = duration - wait. The straggler is the rank that arrives last
 most often (and by the largest mean delay).
 
-Limit: start times of different ranks are compared directly, which assumes their clocks
-agree (true on one node; Kineto uses the host clock). The spread of end times, which should
+Clocks: with ``clock`` (``analyses.clock``, fitted from the synchronous ends of the
+collectives) every rank's times are put on the reference rank's clock first; without it
+start times of different ranks are compared directly. The spread of end times, which should
 be ~0 for a synchronous collective, is reported as ``end_spread_us`` to check that.
 """
 
@@ -33,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer import intervals as iv
+from analyzer.analyses.clock import ClockAlignment
 from analyzer.analyses.phases import NS_PER_US, StepAttribution
 from analyzer.analyses.tables import kind_mask, strings_at
 from analyzer.model import Trace
@@ -88,7 +90,7 @@ def rank_communication(attr: StepAttribution, sizes: Mapping[str, int], workload
     return out
 
 
-def _instances(rank: int, group: tuple, attr: StepAttribution) -> pd.DataFrame:
+def _instances(rank: int, group: tuple, attr: StepAttribution, clock: ClockAlignment | None = None) -> pd.DataFrame:
     act = attr.act
     sel = np.flatnonzero(kind_mask(act, ("communication",), column="category")
                          & kind_mask(act, SYNC_COLLECTIVES, column="collective"))
@@ -103,18 +105,27 @@ def _instances(rank: int, group: tuple, attr: StepAttribution) -> pd.DataFrame:
         "bytes": act["msg_bytes"].to_numpy(np.int64)[sel] if "msg_bytes" in act else -1,
     })
     df = df.sort_values("start_ns", kind="stable")
+    df["local_start_ns"] = df["start_ns"]  # the rank's own clock, for its exposed wait
+    if clock is not None:  # compare ranks on the reference clock (analyses/clock.py)
+        df["start_ns"] = clock.correct(rank, df["start_ns"].to_numpy(np.int64))
+        df["end_ns"] = clock.correct(rank, df["end_ns"].to_numpy(np.int64))
     df["ord"] = np.where(df["seq"] >= 0, df["seq"], df.groupby(["collective", "pg"]).cumcount())
     return df
 
 
 def cross_rank(
-    traces: Sequence[Trace], attrs: Sequence[StepAttribution], *, min_ranks: int = 2
+    traces: Sequence[Trace], attrs: Sequence[StepAttribution], *, min_ranks: int = 2,
+    clock: ClockAlignment | None = None,
 ) -> dict[str, Any]:
-    """Align collectives across ranks; skew, per-rank wait/transfer, last-arrival counts."""
+    """Align collectives across ranks; skew, per-rank wait/transfer, last-arrival counts.
+
+    ``clock``: per-rank clock corrections (``analyses.clock.align_clocks``) applied to the
+    start and end times before ranks are compared; None compares the raw clocks.
+    """
     parts = []
     for t, a in zip(traces, attrs):
         group = (t.rank.pp_rank or 0, t.rank.dp_rank or 0)
-        parts.append(_instances(t.rank.rank, group, a))
+        parts.append(_instances(t.rank.rank, group, a, clock))
     if not parts:
         return {"instances": 0, "ranks": {}, "groups": []}
     df = pd.concat(parts, ignore_index=True)
@@ -179,7 +190,7 @@ def cross_rank(
         "allreduce_busbw_gbps": bw,
         "allreduce_us_per_mb": us_per_mb,
         "wait_by_rank_ns": {r: int(v) for r, v in df.groupby("rank")["wait_ns"].sum().items()},
-        "_wait_intervals": df[["rank", "start_ns", "wait_ns"]],
+        "_wait_intervals": df[["rank", "local_start_ns", "wait_ns"]].rename(columns={"local_start_ns": "start_ns"}),
     }
 
 

@@ -34,7 +34,7 @@ the causes add up to ``idle_us`` exactly, and so do the three locations.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -150,11 +150,14 @@ def analyze_gaps(
     pp_size: int | None = None,
     server_args: Mapping[str, Any] | None = None,
     include_edges: bool = False,
+    pipeline: Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Idle gaps of the main device by cause and location, and the capture edges (JSON-able).
 
     ``include_edges``: count the idle before the first / after the last step as idle
     (``outside steps``) instead of cutting it as the capture edge.
+    ``pipeline``: the cross-stage bubble verdict (``analyses.bubbles``) that may move gap
+    time to ``pp_bubble``: ``pipeline(gap_starts, gap_ends, causes) -> causes``.
     """
     act = attr.act
     g = _gap_table(act)
@@ -192,11 +195,17 @@ def analyze_gaps(
         causes["launch_overhead"] = np.where(host_bound & ~held, rest, 0) + latency - held_back
         causes["pp_bubble"] = np.where(is_pp, length, 0)
         causes["device_wait"] = np.where(~host_bound & ~is_pp, length, 0) + held_back
+        if pipeline is not None:  # PP>1: idle while another stage computes is a bubble
+            causes = pipeline(a, b, causes)
 
     edges = rank_edges(attr, include_edges)
     before = b <= edges.core_start_ns
     after = a >= edges.core_end_ns
     idle = ~(before | after) if not include_edges else np.ones(n, bool)
+    if pipeline is not None and n:
+        # a stage's lead-in / tail while another stage computes is pipeline fill / drain
+        # (a bubble), not the capture edge: only idle while the whole pipeline idles is edge
+        idle |= causes["pp_bubble"] > 0
     in_step, btw, prev_step, next_step = _step_location(attr, a, b)
     inside = in_step & idle
     between = btw & idle

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from analyzer.analyses.bubbles import pipeline_context
+from analyzer.analyses.clock import align_clocks
 from analyzer.analyses.comm_roles import (
     ROLES,
     comm_roles,
@@ -242,13 +244,17 @@ def analyze_serving(
         abstained.append("could not tell the TP size (collectives present, no group size in the "
                          "trace or server_args): per-GPU KV and FLOP figures assume TP=1")
 
-    xr = cross_rank(traces, attrs) if len(traces) > 1 else {"instances": 0, "ranks": {}}
+    clock = align_clocks(traces, [a.act for a in attrs])  # ranks' clocks -> the reference rank's
+    xr = cross_rank(traces, attrs, clock=clock) if len(traces) > 1 else {"instances": 0, "ranks": {}}
+    xr["alignment"] = clock.to_dict()
+    pipe = pipeline_context(traces, attrs, sizes, clock)  # None unless PP > 1
     waits = xr.pop("_wait_intervals", None)
     figs, ph_ranks, gap_ranks, comm_ranks, kv_ranks, pf_ranks = [], [], [], [], [], []
     for t, a in zip(traces, attrs):
         r = t.rank.rank
         gp = analyze_gaps(t.events, a, pp_size=sizes["pp"] or 1, server_args=server_args,
-                          include_edges=include_edges)
+                          include_edges=include_edges,
+                          pipeline=pipe.judge(r) if pipe is not None else None)
         cm = rank_communication(a, sizes, run.workload)
         w = {}
         if waits is not None and r in xr.get("ranks", {}):
@@ -286,6 +292,7 @@ def analyze_serving(
                           "summary": comm_ranks[rep] if comm_ranks else {}},
         "skew": _jsonable(xr),
         "gaps": {"ranks": gap_ranks, "summary": _gap_summary(gap_ranks, rep)},
+        "bubbles": pipe.section() if pipe is not None else {"enabled": False, "pp": sizes["pp"]},
         "metrics": _metrics_section(metrics, figs),
         "ranks": figs,
         "summary": summarize_ranks(figs),

@@ -265,9 +265,20 @@ def ep_communication(ctx: Context) -> Finding | None:
 def pipeline_bubbles(ctx: Context) -> Finding | None:
     t = ctx.v("gap_pp_bubble_us")
     per_rank = {int(f["rank"]): f.get("gap_pp_bubble_us") for f in ctx.figs}
+    ev: dict[str, Any] = {"bubble_us": t, "bubble_us_by_rank (all ranks)": per_rank, **_bubble_evidence(ctx)}
     return ctx.make("pipeline_bubbles", "Pipeline bubbles (stages idle waiting for activations)", t,
-                    {"bubble_us": t, "bubble_us_by_rank (all ranks)": per_rank},
-                    {"pp": _size_text(ctx, "pp").split("=")[-1]})
+                    ev, {"pp": _size_text(ctx, "pp").split("=")[-1]})
+
+
+def _bubble_evidence(ctx: Context) -> dict[str, Any]:
+    """Cross-stage figures of ``analyses.bubbles`` (by stage, by schedule part, fractions)."""
+    b = ctx.sections.get("bubbles") or {}
+    if not b.get("enabled"):
+        return {}
+    return {"measured_fraction": b.get("measured_fraction"), "expected_fraction": b.get("expected_fraction"),
+            "micro_batches": b.get("micro_batches"), "bubble_us_by_part": b.get("by_part_us"),
+            "bubble_us_by_stage": {k: v.get("bubble_us") for k, v in (b.get("by_stage") or {}).items()},
+            "clock_aligned": b.get("clock_aligned")}
 
 
 def cross_rank_skew(ctx: Context) -> Finding | None:

@@ -18,7 +18,9 @@ Rank of a Kineto trace, per profile (one capture):
 
 SGLang's stage-split files (``-EXTEND`` / ``-DECODE`` of one rank) become one Trace.
 Files that are not traces are skipped with a note in ``TraceSet.notes``; a file named
-explicitly that cannot be read raises ``BadInputError``.
+explicitly that cannot be read raises ``BadInputError``, and so do traces that cannot be
+ranks of one job (``analyzer.readers.jobs``: different GPUs, world sizes, default process
+groups, or captures days apart).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pandas.api.types import union_categoricals
 
 from analyzer.model import BadInputError, RankInfo, SourceFile, Trace, TraceSet
 from analyzer.readers.archive import ZIP_MAGIC, extracted_zip
+from analyzer.readers.jobs import check_one_job
 from analyzer.readers.jsonstream import GZIP_MAGIC
 from analyzer.readers.kineto import read_kineto
 from analyzer.readers.naming import SglangName, parse_sglang_name
@@ -413,6 +416,7 @@ def load_traces(paths: Sequence[str | Path], *, progress: Progress | None = None
     for profile in sorted(by_profile, key=lambda p: (p is not None, p or "")):
         traces.extend(sorted(_assign(by_profile[profile], profile, notes), key=_order))
     traces.extend(sorted(nsys, key=_order))
+    check_one_job(traces)  # different GPUs / world sizes / days apart: two jobs, not ranks
     return TraceSet(traces=traces, server_args=inp.server_args, notes=notes)
 
 

@@ -174,3 +174,21 @@ def context_line(doc: Mapping[str, Any]) -> str | None:
     if dts:
         parts.append("dtypes: " + ", ".join(dts))
     return "Run: " + " · ".join(parts)
+
+
+def alignment_line(doc: Mapping[str, Any]) -> str | None:
+    """One line on the cross-rank clock alignment when its offsets or residuals are large
+    (``serving.skew.alignment.notable``), else None."""
+    al = ((doc.get("serving") or {}).get("skew") or {}).get("alignment") or {}
+    if not al.get("enabled") or not al.get("notable"):
+        return None
+    ranks = al.get("ranks") or {}
+    n = sum(1 for r in ranks.values() if r.get("source") in ("reference", "collectives"))
+    text = (f"clocks: {n} of {len(ranks)} ranks aligned to rank {al.get('reference_rank')} from "
+            f"synchronous collective ends; offsets up to {fmt_us(al.get('max_abs_offset_us'))}")
+    res = al.get("max_residual_us")
+    if res is not None:
+        text += f", residual up to {fmt_us(res)}"
+        if res >= 20:
+            text += " (large: collectives mismatched or ends not synchronous; skew figures are rough)"
+    return text

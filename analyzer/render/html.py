@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from . import charts
-from .format import context_line, evidence_items, fmt_share, fmt_us, short_name
+from .format import alignment_line, context_line, evidence_items, fmt_share, fmt_us, short_name
 
 #: Plotly config for every embedded figure (no logo, no "edit in chart studio", responsive).
 PLOTLY_CONFIG: dict[str, Any] = {
@@ -219,6 +219,8 @@ def _inputs(doc: Mapping[str, Any]) -> str:
         out.append(table_html(pd.DataFrame(rows), table_id="table-inputs"))
     if items:
         out.append(f'<h3>Warnings</h3><ul class="warnings">{items}</ul>')
+    if (clock := alignment_line(doc)) is not None:
+        out.append(f'<h3>Clocks</h3><p class="clocks">{escape(clock)}</p>')
     if notes:
         out.append(f"<h3>Notes</h3><ul>{notes}</ul>")
     out.append("</section>")

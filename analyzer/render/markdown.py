@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
+from .format import alignment_line, context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
 
 
 def _cell(text: str) -> str:
@@ -29,6 +29,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         out.append("")
     for w in doc.get("warnings", []):
         out.append(f"> **Warning:** {_cell(w)}")
+        out.append("")
+    if (clock := alignment_line(doc)) is not None:
+        out.append(f"> **Clocks:** {_cell(clock[len('clocks: '):])}")
         out.append("")
     out.append("## Findings")
     out.append("")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .format import context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
+from .format import alignment_line, context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -25,6 +25,8 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(run)
     for w in doc.get("warnings", []):
         lines.append(f"warning: {w}")
+    if (clock := alignment_line(doc)) is not None:
+        lines.append(clock)
     lines.append("")
     lines.append("Findings (biggest estimated cost first)")
     if not doc["findings"]:
