@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from analyzer.classify import classify_names, describe_rule, load_rules
-from analyzer.classify.engine import Rule, RuleSet
+from analyzer.classify.engine import Rule, RuleSet, _Layer
 from analyzer.model import CATEGORIES, COLLECTIVES
 
 if sys.version_info >= (3, 11):
@@ -127,3 +128,56 @@ def test_unexercised_exceptions_are_still_unexercised(
 ) -> None:
     stale = set(UNEXERCISED) & _decided(corpus, rules)
     assert not stale, f"remove these exercised rules from UNEXERCISED: {sorted(stale)}"
+
+
+# --------------------------------------------------------------------------------------
+# Pattern level: a pattern added to an existing rule needs a corpus name too
+# --------------------------------------------------------------------------------------
+
+UNNAMED = Path(__file__).resolve().parent / "data" / "rule_patterns_without_names.txt"
+
+
+def _pattern_key(r: Rule) -> str:
+    """``file match pattern`` (no rule index, so reordering rules does not change it)."""
+    return f"{r.source.split(':', 1)[-1].split('#')[0]} {r.match} {r.pattern}"
+
+
+def _patterns_without_names(corpus: list[dict[str, str]], rules: RuleSet) -> set[str]:
+    """Built-in kernel-rule patterns that match no corpus name at all (each tried alone, as
+    an ordinary rule, so a pattern shadowed by an earlier one still counts as named)."""
+    names = [e["name"] for e in corpus]
+    out = set()
+    for r in rules.layers[0].rules:
+        if "80_cpu_ops.toml#" in r.source:
+            continue
+        single = _Layer("one", [replace(r, fallback=False)])
+        if not any(single.find(n, False) is not None for n in names):
+            out.add(_pattern_key(r))
+    return out
+
+
+def _listed() -> set[str]:
+    lines = UNNAMED.read_text(encoding="utf-8").splitlines()
+    return {ln for ln in lines if ln.strip() and not ln.startswith("#")}
+
+
+def test_new_rule_patterns_come_with_corpus_names(
+    corpus: list[dict[str, str]], rules: RuleSet
+) -> None:
+    """Every pattern matches some corpus name, except the older ones listed in
+    rule_patterns_without_names.txt (kept from before the corpus; the list may only shrink)."""
+    new = _patterns_without_names(corpus, rules) - _listed()
+    assert not new, (
+        "rule patterns that match no corpus name (add the real names they are for to "
+        f"{CORPUS.name}):\n" + "\n".join(sorted(new))
+    )
+
+
+def test_patterns_without_names_list_only_shrinks(
+    corpus: list[dict[str, str]], rules: RuleSet
+) -> None:
+    named_now = _listed() - _patterns_without_names(corpus, rules)
+    assert not named_now, (
+        f"these patterns now match corpus names or no longer exist: remove them from "
+        f"{UNNAMED.name}:\n" + "\n".join(sorted(named_now))
+    )
