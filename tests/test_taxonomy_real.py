@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from reference import merged_length
 
 import analyzer
 from analyzer.model import CATEGORIES
-from reference import merged_length
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,10 +43,13 @@ def to_ns(us) -> int:
     return int(us) * 1000 if isinstance(us, int) else round(float(us) * 1000)
 
 
-def reference(path: Path, table: dict[str, str]) -> tuple[dict[int, dict[str, float]], dict, list[str]]:
+def reference(
+    path: Path, table: dict[str, str]
+) -> tuple[dict[int, dict[str, float]], dict, list[str]]:
     """Per device: category -> union time (us); per device the kernel-time split used for the
     "other" check; and the kernel names that the corpus does not know."""
-    data = json.load(gzip.open(path))
+    with gzip.open(path) as f:
+        data = json.load(f)
     events = data["traceEvents"] if isinstance(data, dict) else data
     per_dev: dict[int, dict[str, list[tuple[int, int]]]] = {}
     kernel_ns: dict[int, dict[str, int]] = {}
@@ -126,7 +129,11 @@ def test_category_times_match_the_reference(real, table) -> None:
             wall = got[dev]["wall_us"]
             where = f"{path.name} device {dev}"
             named = {c for c in CATEGORIES if c in w and c not in ATTENTION}
-            assert {c for c in cats if c not in ATTENTION} == named, (where, sorted(cats), sorted(w))
+            assert {c for c in cats if c not in ATTENTION} == named, (
+                where,
+                sorted(cats),
+                sorted(w),
+            )
             for c in CATEGORIES:
                 if c in ATTENTION:
                     continue
@@ -137,12 +144,16 @@ def test_category_times_match_the_reference(real, table) -> None:
                 if c in cats and cats[c]["share"] != pytest.approx(wt / wall, rel=1e-6):
                     bad.append(f"{where} {c}: share {cats[c]['share']}, reference {wt / wall}")
                 if dev in serving and serving[dev][f"cat_{c}_us"] != pytest.approx(wt, abs=0.002):
-                    bad.append(f"{where} serving cat_{c}_us {serving[dev][f'cat_{c}_us']}, reference {wt}")
+                    bad.append(
+                        f"{where} serving cat_{c}_us {serving[dev][f'cat_{c}_us']}, reference {wt}"
+                    )
             attn = sum(cats.get(c, {}).get("time_us", 0.0) for c in ATTENTION)
             count = sum(cats.get(c, {}).get("count", 0) for c in ATTENTION)
             if attn != pytest.approx(w["attention"], abs=0.004) or count != w["attention_count"]:
-                bad.append(f"{where} attention: report {attn} us / {count}, reference "
-                           f"{w['attention']} us / {w['attention_count']}")
+                bad.append(
+                    f"{where} attention: report {attn} us / {count}, reference "
+                    f"{w['attention']} us / {w['attention_count']}"
+                )
             if dev in serving:
                 st = sum(serving[dev][f"cat_{c}_us"] for c in ATTENTION)
                 if st != pytest.approx(w["attention"], abs=0.004):
