@@ -312,7 +312,8 @@ def batching_gaps(ctx: Context) -> Finding | None:
           "overlap_scheduler": ctx.sections.get("gaps", {}).get("summary", {}).get("overlap_scheduler"),
           "num_queue_reqs": q}
     title = ("GPU idle between iterations" if ctx.workload == "training"
-             else "GPU idle between batches (scheduling gaps)")
+             else "GPU idle between batches (scheduling gaps)" if ctx.workload == "serving"
+             else "GPU idle between steps")
     return ctx.make("batching_gaps", title, t, ev, {"queue_text": queue_text})
 
 
