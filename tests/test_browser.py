@@ -120,3 +120,42 @@ def test_upload_a_real_trace_in_the_browser(server, browser, shared_traces):
     page.wait_for_timeout(800)
     page.screenshot(path=str(ARTIFACTS / "app-upload-dark.png"))
     page.close()
+
+
+def test_html_report_draws_every_chart_offline(browser, tmp_path, shared_traces):
+    """The CLI's HTML report opened from disk with every network request blocked: the
+    compressed partial plotly.js inflates in the page, every chart is drawn, no console
+    error, no request leaves the page; the size is recorded."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    out = tmp_path / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "analyzer.cli", "analyze", str(shared_traces / TRACE),
+                           "-f", "html", "-o", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    size = out.stat().st_size
+    assert size <= 1_500_000, size
+    page = browser.new_page()
+    errors: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    def block(route):
+        if not route.request.url.startswith("file:"):
+            requests.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/*", block)
+    page.goto(out.as_uri())
+    n = page.locator("div.plot").count()
+    assert n > 0
+    page.wait_for_function(f"document.querySelectorAll('div.plot.js-plotly-plot').length === {n}",
+                           timeout=60_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "html_report_offline.png"), full_page=False)
+    (ARTIFACTS / "html_report_size.txt").write_text(f"{size} bytes, {n} charts\n")
+    page.close()
+    assert not errors, errors
+    assert not requests, requests

@@ -53,11 +53,11 @@ def test_one_self_contained_file(demo_doc, demo_html):
     assert not re.search(r"<script[^>]+src=", demo_html)
     assert not re.search(r"<link[^>]+href=", demo_html)
     assert "https://cdn.plot.ly/plotly" not in demo_html  # (plotly.js itself names cdn.plot.ly)
-    # plotly.js is embedded exactly once, and one newPlot per figure
-    from plotly.offline import get_plotlyjs
+    # the partial plotly.js is embedded exactly once (compressed), and one newPlot per figure
+    from analyzer.render.html import plotly_loader
 
-    js = get_plotlyjs()
-    assert demo_html.count(js[:200]) == 1
+    assert demo_html.count(plotly_loader()) == 1
+    assert len(demo_html) < 1_500_000
     n_figs = sum(s.figure is not None for s in charts.report_sections(demo_doc))
     assert n_figs >= 4
     assert demo_html.count("Plotly.newPlot(") == n_figs
@@ -263,3 +263,20 @@ def test_a_view_that_cannot_be_drawn_says_so(demo_doc):
     assert sections["gaps"].note.startswith("Could not draw this view (")
     assert sections["categories"].figure is not None  # the others still draw
     assert "Could not draw this view" in render_html(doc)
+
+
+def test_report_figures_are_cartesian_and_bundle_matches_plotly(demo_doc):
+    """Every chart type of a report is one the shipped partial bundle draws, and the bundle is
+    the plotly.js version of the installed plotly package (so the figure JSON matches it)."""
+    import gzip
+    import re
+    from importlib import resources
+
+    from analyzer.render import charts
+    from analyzer.render.html import CARTESIAN_TRACES, PLOTLY_PARTIAL, PLOTLY_PARTIAL_VERSION, plotly_js
+
+    types = {t.type for s in charts.report_sections(demo_doc) if s.figure is not None for t in s.figure.data}
+    assert types and types <= CARTESIAN_TRACES, types
+    full = re.search(r"plotly\.js v([0-9.]+)", plotly_js()[:4000]).group(1)
+    js = gzip.decompress(resources.files("analyzer.render").joinpath(PLOTLY_PARTIAL).read_bytes()).decode()
+    assert full == PLOTLY_PARTIAL_VERSION and f"v{full}" in js[:4000]
