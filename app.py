@@ -35,8 +35,7 @@ def analyze_uploads(key: str, _uploads: tuple[wa.Upload, ...], _limits: wa.Limit
     """The report dict of uploaded files; ``key`` = content hash of the files + options."""
     bar, on_progress = _progress_bar()
     try:
-        with wa.prepared_inputs(list(_uploads), _limits) as paths:
-            return wa.run_analysis(paths, _options, on_progress)
+        return wa.run_uploads(_uploads, _limits, _options, on_progress)
     finally:
         bar.empty()
 
@@ -90,9 +89,20 @@ def _sidebar() -> tuple[str, list, wa.Sample | None, wa.Options, wa.Limits]:
             model = st.selectbox("Model (KV bytes per token, FLOPs)", ["(from server_args)", *models],
                                  key="model")
             gpu = st.selectbox("GPU (HBM bandwidth, peak FLOP/s)", ["(from the trace)", *gpus], key="gpu")
+            metrics = st.file_uploader("Server metrics (SGLang /metrics text)", type=["prom", "txt"],
+                                       key="metrics", help="Contrasts the server's queue with GPU time.")
+            sargs = st.file_uploader("Server args (server_args.json)", type=["json"], key="server_args",
+                                     help="Parallel sizes, model and flags of the run, when the trace "
+                                          "directory had none.")
         options = wa.Options(model=None if model.startswith("(") else model,
-                             gpu=None if gpu.startswith("(") else gpu)
+                             gpu=None if gpu.startswith("(") else gpu,
+                             metrics_text=_text(metrics), server_args_json=_text(sargs))
     return source, list(uploads or []), sample, options, limits
+
+
+def _text(upload) -> str | None:
+    """An option file's text (None when none given); undecodable bytes become U+FFFD."""
+    return upload.getvalue().decode("utf-8", errors="replace") if upload is not None else None
 
 
 def _run(source: str, uploads: list, sample: wa.Sample | None, options: wa.Options,
@@ -157,8 +167,17 @@ def analysis_page() -> None:
         return
     st.session_state["last_report"] = {"doc": doc, "label": stem.removeprefix("trace-report-")}
     page = wa.build_page(doc, stem=stem)
+    files = [(u.name, u.size) for u in uploads] if source == SOURCE_UPLOAD else []
+    run_name = (files[0][0] + (f" +{len(files) - 1}" if len(files) > 1 else "")) if files else \
+        (sample.label if sample is not None else "trace")
+    st.set_page_config(page_title=f"{run_name} · Trace analyzer")
     st.title(page.title)
     st.caption(page.subtitle)
+    st.markdown(wa.page.md_escape(wa.page.run_files_line(doc, files)))
+    skipped = wa.page.skipped_notes(doc)
+    if skipped:
+        st.warning("Left out of this run: " + "; ".join(wa.page.md_escape(n) for n in skipped),
+                   icon=":material/warning:")
     for col, m in zip(st.columns(len(page.metrics)), page.metrics):
         col.metric(m.label, m.value, help=m.help, border=True)
     with st.container(horizontal=True):

@@ -110,8 +110,8 @@ def test_upload_is_cached_by_content(app, shared_traces, monkeypatch):
     from analyzer import webapp
 
     calls = []
-    real = webapp.run_analysis
-    monkeypatch.setattr(webapp, "run_analysis", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = webapp.run_uploads
+    monkeypatch.setattr(webapp, "run_uploads", lambda *a, **k: calls.append(1) or real(*a, **k))
     path = shared_traces / "kineto/hta_rocm_mi250_toy.json.gz"
     app.sidebar.file_uploader(key="uploads").set_value((path.name, path.read_bytes(), "application/gzip"))
     app.run()
@@ -128,6 +128,41 @@ def test_bad_upload_is_one_line_not_a_traceback(app):
     msg = app.error[0].value
     assert "\n" not in msg and "Traceback" not in msg
     assert not _finding_titles(app)
+
+
+def test_bad_upload_names_the_file_not_a_server_path(app):
+    app.sidebar.file_uploader(key="uploads").set_value(("my-rank.json", b"not json at all", "application/json"))
+    app.run()
+    assert not app.exception and len(app.error) == 1
+    msg = app.error[0].value
+    assert "my-rank.json" in msg, msg
+    assert "/tmp" not in msg and "trace-analyzer-upload" not in msg, msg
+
+
+def test_file_left_out_is_a_visible_warning_and_run_names_its_files(app, shared_traces):
+    good = shared_traces / "kineto/hta_rocm_mi250_toy.json.gz"
+    app.sidebar.file_uploader(key="uploads").set_value([
+        (good.name, good.read_bytes(), "application/gzip"),
+        ("notes.json", b'{"hello": "world"}', "application/json")])
+    app.run()
+    assert not app.exception, app.exception
+    warnings = " ".join(w.value for w in app.warning)
+    assert "notes.json" in warnings and "/tmp" not in warnings, warnings
+    run = " ".join(m.value for m in app.markdown if "This run" in m.value)
+    assert good.name.replace("_", "\\_") in run or good.name in run, run
+    for e in app.expander:  # the inputs table never shows the server's temp folder
+        for df in e.dataframe:
+            assert not df.value.astype(str).apply(lambda c: c.str.contains("trace-analyzer-upload")).any().any()
+
+
+def test_abstentions_name_the_apps_options_not_cli_flags(app, shared_traces):
+    path = shared_traces / "kineto/sglang_qwen3-8b_mi300x_prefill_decode.json.gz"
+    app.sidebar.file_uploader(key="uploads").set_value((path.name, path.read_bytes(), "application/gzip"))
+    app.run()
+    assert not app.exception
+    lines = [c.value for c in app.caption if c.value.startswith("Could not tell")]
+    assert lines and not any("--model" in x or "--metrics" in x for x in lines), lines
+    assert any("Options › Model" in x for x in lines), lines
 
 
 def test_upload_mode_without_files_asks_for_them(app):

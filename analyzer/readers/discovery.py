@@ -403,7 +403,8 @@ def load_traces(paths: Sequence[str | Path], *, progress: Progress | None = None
             if more:
                 notes.append(f"skipped {more} more files that are not traces")
         if not inp.candidates:
-            raise BadInputError(f"no trace file found in {_describe(paths)}")
+            why = f" ({'; '.join(inp.skipped[:3])}{'; ...' if len(inp.skipped) > 3 else ''})" if inp.skipped else ""
+            raise BadInputError(f"no trace file found in {_describe(paths)}{why}")
         meter = _Meter(progress, sum(_size(c.path) for c in inp.candidates))
         loaded = _read_kineto_files([c for c in inp.candidates if c.fmt == "kineto"], meter, notes)
         nsys = _read_nsys_files([c for c in inp.candidates if c.fmt == "nsys"], meter, notes)

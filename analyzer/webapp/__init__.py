@@ -17,6 +17,7 @@ from .session import (
     error_line,
     preset_names,
     run_analysis,
+    run_uploads,
 )
 from .uploads import Limits, Upload, content_key, prepared_inputs
 
@@ -39,4 +40,5 @@ __all__ = [
     "prepared_inputs",
     "preset_names",
     "run_analysis",
+    "run_uploads",
 ]

@@ -11,7 +11,7 @@ tested without a browser.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,6 +151,30 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_float_dtype(out[col]):
             out[col] = out[col].round(3)
     return out
+
+
+def run_files_line(doc: Mapping[str, Any], files: Sequence[tuple[str, int]] = ()) -> str:
+    """Which files make this run: their names and sizes (as uploaded), ranks and engine.
+
+    >>> run_files_line({"summary": {"ranks": 2}, "context": {"engine": "sglang"}},
+    ...                [("a-TP-0.trace.json.gz", 2048), ("a-TP-1.trace.json.gz", 2048)])
+    'This run: a-TP-0.trace.json.gz (2.0 KiB), a-TP-1.trace.json.gz (2.0 KiB) · 2 rank(s) · engine sglang'
+    """
+    from .uploads import human_bytes
+
+    parts = []
+    if files:
+        parts.append(", ".join(f"{n} ({human_bytes(b)})" for n, b in files))
+    parts.append(f"{(doc.get('summary') or {}).get('ranks', 0)} rank(s)")
+    eng = (doc.get("context") or {}).get("engine")
+    if eng:
+        parts.append(f"engine {eng}")
+    return "This run: " + " · ".join(parts)
+
+
+def skipped_notes(doc: Mapping[str, Any]) -> list[str]:
+    """Notes about input files that were left out (shown as a visible warning)."""
+    return [n for n in doc.get("notes") or [] if "skipped" in n.lower()]
 
 
 def build_page(doc: Mapping[str, Any], *, stem: str = "trace-report") -> Page:

@@ -21,13 +21,46 @@ READ_SHARE = 0.85  # of the bar spent reading; the rest is classification and an
 
 @dataclass(frozen=True)
 class Options:
-    """Analysis options the app exposes (the same as the CLI's ``--model`` / ``--gpu``)."""
+    """Analysis options the app exposes: the CLI's ``--model``, ``--gpu``, ``--metrics`` (the
+    saved ``/metrics`` text) and ``--server-args`` (SGLang's server_args.json, parsed)."""
 
     model: str | None = None
     gpu: str | None = None
+    metrics_text: str | None = None
+    server_args_json: str | None = None
 
-    def key(self) -> tuple[str | None, str | None]:
-        return (self.model or None, self.gpu or None)
+    def key(self) -> tuple[object, ...]:
+        import hashlib
+
+        def h(x: str | None) -> str | None:
+            return hashlib.sha256(x.encode()).hexdigest() if x else None
+
+        return (self.model or None, self.gpu or None, h(self.metrics_text), h(self.server_args_json))
+
+    def server_args(self) -> dict[str, Any] | None:
+        """The parsed server args, or None; a bad file is one clear line."""
+        if not self.server_args_json:
+            return None
+        import json
+
+        try:
+            data = json.loads(self.server_args_json)
+        except ValueError as exc:
+            raise BadInputError(f"server args (Options): not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadInputError("server args (Options): not a JSON object")
+        return data
+
+    def metrics(self) -> Any:
+        """The parsed server metrics, or None."""
+        if not self.metrics_text:
+            return None
+        from ..collect.metrics import parse_prometheus_text
+
+        metrics = parse_prometheus_text(self.metrics_text)
+        if not metrics.families:
+            raise BadInputError("server metrics (Options): no Prometheus samples in the file")
+        return metrics
 
 
 class ProgressRelay:
@@ -67,6 +100,17 @@ class ProgressRelay:
         self.emit(READ_SHARE * frac, f"Reading traces… {frac:.0%} ({done / 1e6:,.0f} of {total / 1e6:,.0f} MB)")
 
 
+def run_uploads(uploads: Sequence[Any], limits: Any, options: Options = Options(),
+                on_progress: OnProgress | None = None) -> dict[str, Any]:
+    """Analyse uploaded files (``webapp.uploads.Upload``) in a temporary workspace; the report
+    names the files as they were uploaded (no server path) and says it in the app's words."""
+    from .uploads import prepared_inputs, scrub
+
+    with prepared_inputs(list(uploads), limits) as paths:
+        doc = run_analysis(paths, options, on_progress)
+        return scrub(doc, paths.pairs)
+
+
 def run_analysis(paths: Sequence[Path | str], options: Options = Options(),
                  on_progress: OnProgress | None = None) -> dict[str, Any]:
     """Load and analyse ``paths``; return the report dict (JSON contract v1).
@@ -81,13 +125,28 @@ def run_analysis(paths: Sequence[Path | str], options: Options = Options(),
     try:
         traceset = api.load([str(p) for p in paths], progress=relay.reading)
         relay.emit(READ_SHARE, f"Analysing {len(traceset.traces)} rank(s)…", force=True)
-        report = api.analyze(traceset, model=options.model or None, gpu=options.gpu or None)
+        report = api.analyze(traceset, model=options.model or None, gpu=options.gpu or None,
+                             metrics=options.metrics(), server_args=options.server_args())
     except AnalyzerError:
         raise
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise BadInputError(f"cannot read the input: {type(exc).__name__}: {exc}") from None
     relay.emit(1.0, "Done", force=True)
-    return report.to_dict()
+    doc = report.to_dict()
+    doc["abstained"] = [app_wording(a) for a in doc.get("abstained") or []]
+    return doc
+
+
+#: the CLI flags "could not tell" lines name, and the app's own option for each
+APP_OPTIONS = (("--model", "Options › Model"), ("--gpu", "Options › GPU"),
+               ("--metrics", "Options › Server metrics"), ("--server-args", "Options › Server args"))
+
+
+def app_wording(text: str) -> str:
+    """A report line with the CLI's flags replaced by the app's options that do the same."""
+    for flag, option in APP_OPTIONS:
+        text = text.replace(flag, option)
+    return text
 
 
 def error_line(exc: BaseException) -> str:

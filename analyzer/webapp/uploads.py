@@ -141,6 +141,13 @@ def workspace(prefix: str = "trace-analyzer-upload-") -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class PreparedPaths(list):
+    """The paths to analyse (a list) and the ``pairs`` that map their server paths back to
+    the uploaded names (:func:`scrub`)."""
+
+    pairs: list[tuple[str, str]] = []
+
+
 @contextmanager
 def prepared_inputs(uploads: Sequence[Upload], limits: Limits) -> Iterator[list[Path]]:
     """Write ``uploads`` into a temporary directory and yield the paths to analyse.
@@ -148,7 +155,9 @@ def prepared_inputs(uploads: Sequence[Upload], limits: Limits) -> Iterator[list[
     Plain traces are written under their own (sanitised) names, so SGLang's
     ``-TP-<n>-PP-<m>`` rank naming and a ``server_args.json`` beside them still work; a name
     uploaded twice goes into its own sub-folder. A ``.zip`` is extracted (checked, capped) and
-    its folder is analysed. Everything is removed when the ``with`` block ends.
+    its folder is analysed. Everything is removed when the ``with`` block ends. A
+    ``BadInputError`` raised inside the block comes out with the server paths replaced by the
+    uploaded names (:func:`scrub`).
     """
     check_sizes(uploads, limits)
     with workspace() as tmp:
@@ -175,4 +184,38 @@ def prepared_inputs(uploads: Sequence[Upload], limits: Limits) -> Iterator[list[
             paths.append(files_dir)  # one folder: rank discovery and server_args.json as on disk
         else:
             paths.extend(loose)
-        yield paths
+        pairs = display_names(uploads, tmp)
+        out = PreparedPaths(paths)
+        out.pairs = pairs
+        try:
+            yield out
+        except BadInputError as exc:  # name the uploaded file, never the server's temp path
+            raise BadInputError(str(scrub(str(exc), pairs))) from None
+
+
+def display_names(uploads: Sequence[Upload], root: Path) -> list[tuple[str, str]]:
+    """``(server path prefix, what the user knows it as)`` pairs, longest prefix first, for
+    :func:`scrub`: the workspace layout of :func:`prepared_inputs` mapped back to the names
+    the files had in the browser (a zip member reads ``archive.zip!member``)."""
+    pairs: list[tuple[str, str]] = []
+    for i, up in enumerate(uploads):
+        pairs.append((str(root / f"zip{i}") + "/", f"{up.name}!"))
+        pairs.append((str(root / "files" / f"dup{i}") + "/", ""))
+    pairs.append((str(root / "files") + "/", ""))
+    pairs.append((str(root / "files"), "the uploaded files"))
+    pairs.append((str(root), "the uploads"))
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def scrub(value: object, pairs: Sequence[tuple[str, str]]) -> object:
+    """``value`` (a string, or a report dict/list holding strings) with every server path of
+    the upload workspace replaced by the file's upload name: no server path reaches the page."""
+    if isinstance(value, str):
+        for prefix, name in pairs:
+            value = value.replace(prefix, name)
+        return value
+    if isinstance(value, dict):
+        return {k: scrub(v, pairs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v, pairs) for v in value]
+    return value
