@@ -88,6 +88,11 @@ def _wait_idle(page) -> None:
     page.wait_for_function("!document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
 
 
+def _uploader(page):
+    """The trace uploader (the first file input; the Options expander holds two more)."""
+    return page.locator("[data-testid='stFileUploaderDropzoneInput']").first
+
+
 def test_upload_a_real_trace_in_the_browser(server, browser, shared_traces):
     path = shared_traces / TRACE
     want = analyze([path]).findings[0].title  # the library's answer for the same file
@@ -98,7 +103,7 @@ def test_upload_a_real_trace_in_the_browser(server, browser, shared_traces):
     # the demo sample is analysed on arrival: the page works before any upload
     page.locator(".st-key-finding-1").wait_for(timeout=90_000)
     _wait_idle(page)
-    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(path))
+    _uploader(page).set_input_files(str(path))
     # the demo has 2 files: wait for the page of the uploaded one (1 file), then for idle
     page.get_by_text(f"from 1 file(s) · top finding: {want}").wait_for(timeout=90_000)
     _wait_idle(page)
@@ -159,3 +164,36 @@ def test_html_report_draws_every_chart_offline(browser, tmp_path, shared_traces)
     page.close()
     assert not errors, errors
     assert not requests, requests
+
+
+def test_replacing_and_mixing_uploads_in_the_browser(server, browser, shared_traces, tmp_path):
+    """Upload one trace, then replace it with another: the second run is of the second file
+    alone (no merge); then a bad file next to a good one: a visible warning names it."""
+    first = shared_traces / "kineto/hta_rocm_mi250_toy.json.gz"
+    second = shared_traces / TRACE
+    page = browser.new_page()
+    page.goto(server)
+    page.locator(".st-key-finding-1").wait_for(timeout=90_000)
+    _wait_idle(page)
+    _uploader(page).set_input_files(str(first))
+    page.get_by_text(f"This run: {first.name}").wait_for(timeout=90_000)
+    _wait_idle(page)
+    # the uploader keeps earlier files until they are removed: remove the first, add the second
+    page.get_by_role("button", name=f"Remove {first.name}").click()
+    _wait_idle(page)
+    _uploader(page).set_input_files(str(second))
+    page.get_by_text(f"This run: {second.name}").wait_for(timeout=90_000)
+    _wait_idle(page)
+    assert page.get_by_text("1 rank(s) from 1 file(s)").count() >= 1
+    assert not page.get_by_text(first.name, exact=False).locator("visible=true").count() or \
+        "This run: " + first.name not in page.inner_text("body")
+    bad = tmp_path / "readme.json"
+    bad.write_text('{"hello": "world"}')
+    _uploader(page).set_input_files(str(bad))  # added next to the good one
+    page.locator("[data-testid='stAlertContentWarning']").filter(has_text="readme.json").wait_for(timeout=90_000)
+    _wait_idle(page)
+    body = page.inner_text("body")
+    assert "trace-analyzer-upload" not in body and "/tmp/" not in body
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-mixed-upload.png"))
+    page.close()
