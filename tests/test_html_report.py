@@ -280,3 +280,23 @@ def test_report_figures_are_cartesian_and_bundle_matches_plotly(demo_doc):
     full = re.search(r"plotly\.js v([0-9.]+)", plotly_js()[:4000]).group(1)
     js = gzip.decompress(resources.files("analyzer.render").joinpath(PLOTLY_PARTIAL).read_bytes()).decode()
     assert full == PLOTLY_PARTIAL_VERSION and f"v{full}" in js[:4000]
+
+
+def test_markdown_fits_a_ticket(demo_doc):
+    """Summary first, no chart, no link, every table under 100 rows even for 128 ranks."""
+    import copy
+    import re
+
+    from analyzer.render import render
+
+    doc = copy.deepcopy(demo_doc)
+    doc["ranks"] = [dict(doc["ranks"][0], rank=i) for i in range(128)]
+    md = render(doc, "markdown")
+    lines = md.splitlines()
+    first_section = next(i for i, ln in enumerate(lines) if ln.startswith("## "))
+    assert any(ln.startswith("**Summary.**") for ln in lines[:first_section])
+    assert not re.search(r"\]\(|https?://|<img|<script", md)
+    run = 0
+    for ln in lines + [""]:
+        run = run + 1 if ln.startswith("|") else 0
+        assert run < 100

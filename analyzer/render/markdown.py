@@ -11,6 +11,21 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+#: a ticket stays readable: at most this many rows in the per-rank table (all tables < 100 rows)
+MAX_RANK_ROWS = 64
+
+
+def _summary(doc: dict[str, Any]) -> str:
+    """One link-free sentence: the top finding, its cost and the first clause of its advice."""
+    if not doc["findings"]:
+        return "No finding: nothing stood out; the tables below show where the time went."
+    f = doc["findings"][0]
+    rec = f["recommendation"].split(". ")[0].rstrip(".")
+    more = len(doc["findings"]) - 1
+    return (f"{f['title']}: {fmt_us(f['time_us'])}, {fmt_share(f['share'])} of the wall time. {rec}."
+            + (f" {more} more finding(s) below." if more else ""))
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     """Render a report dict (``Report.to_dict()``) as GitHub-flavoured Markdown."""
     s = doc["summary"]
@@ -33,6 +48,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     if (clock := alignment_line(doc)) is not None:
         out.append(f"> **Clocks:** {_cell(clock[len('clocks: '):])}")
         out.append("")
+    out.append("**Summary.** " + _cell(_summary(doc)))
+    out.append("")
     out.append("## Findings")
     out.append("")
     if not doc["findings"]:
@@ -65,7 +82,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out.append("")
     out.append("| rank | device | GPU | wall | busy | idle | capture edge | communication | exposed comm |")
     out.append("|---:|---:|---|---:|---:|---:|---:|---:|---:|")
-    for r in doc["ranks"]:
+    shown = doc["ranks"][:MAX_RANK_ROWS]
+    for r in shown:
         idle = r["idle_us"] / r["wall_us"] if r["wall_us"] else 0.0
         out.append(
             f"| {r['rank']} | {r['device']} | {_cell(r['gpu'])} | {fmt_us(r['wall_us'])} | "
@@ -73,6 +91,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
             f"{fmt_us(r['communication']['time_us'])} | "
             f"{fmt_us(r['communication']['exposed_us'])} |"
         )
+    if len(doc["ranks"]) > len(shown):
+        out.append(f"| … | | {len(doc['ranks']) - len(shown)} more rows in the JSON report | | | | | | |")
     if doc["ranks"]:
         out.append("")
         out.append(f"## Top kernels (rank {doc['ranks'][0]['rank']})")
