@@ -274,3 +274,30 @@ def test_vllm_tp8_rank_reads_tp_from_distributed_info(tmp_path):
     assert by["TP/allreduce"]["bytes"] is None
     # exposed TP time: 300 us of all-reduce per step, never overlapped, 20 steps
     assert tp["time_us"] == pytest.approx(20 * 300.0)
+
+
+def test_deepep_trace_without_engine_clues(tmp_path):
+    """Synthetic (built here), shaped like DeepSeek's published profile: DeepEP kernels in the
+    dpsk::ep namespace beside DeepGEMM grouped GEMMs, no engine frames. The all-to-all is EP
+    communication (not `other`, not 0 us), exposed dispatch/combine is a finding, and the
+    advice names no engine flag (the engine is unknown)."""
+    names = ["void dpsk::ep::internode::dispatch<true, 8, 1024>(int4*, float*)",
+             "void dpsk::ep::internode::combine<__nv_bfloat16, 8>(int4*, float*)",
+             "void deep_gemm::fp8_gemm_kernel<128u, 4096u, (deep_gemm::GemmType)1>(float*)"]
+    ev, t = [], 1000
+    for _ in range(10):
+        for name, dur in zip(names, (200, 150, 300)):
+            ev.append({"ph": "X", "cat": "kernel", "name": name, "pid": 0, "tid": 7, "ts": t, "dur": dur,
+                       "args": {"device": 0, "stream": 7}})
+            t += dur
+        t += 10
+    p = tmp_path / "deepep_synthetic.json"
+    p.write_text(json.dumps(_kineto(ev)))
+    doc = analyzer.analyze([p]).to_dict()
+    cats = doc["ranks"][0]["categories"]
+    assert cats["communication"]["time_us"] == pytest.approx(10 * 350.0)
+    assert cats["moe"]["time_us"] == pytest.approx(10 * 300.0)
+    assert doc["context"]["engine"] == "unknown"
+    ep = next(f for f in doc["findings"] if f["id"] == "ep_communication")
+    assert ep["time_us"] == pytest.approx(10 * 350.0)
+    assert not flags_in(ep["recommendation"])

@@ -3,8 +3,9 @@
 Role of a communication kernel (first rule that applies; sizes from the run context,
 ``analyzer.analyses.context``, 0 = unknown):
 
-1. ``alltoall`` -> EP in a serving run or when EP>1 (MoE dispatch/combine, DeepEP); other
-   all-to-all (e.g. a recsys embedding exchange in training) -> OTHER;
+1. ``alltoall`` -> EP in a serving run, when EP>1 or when the rank runs MoE kernels (MoE
+   dispatch/combine, DeepEP); other all-to-all (e.g. a recsys embedding exchange in
+   training) -> OTHER;
 2. ``sendrecv`` -> PP when the run has PP>1, else EP when EP>1, else P2P;
 3. a collective whose process group size (``pg_size``) equals the DP size but not the TP
    size -> DP; one whose group size equals the TP size -> TP;
@@ -50,7 +51,8 @@ def comm_roles(act: pd.DataFrame, sizes: Mapping[str, int], workload: str = "ser
     is_comm = kind_mask(act, ("communication",), column="category")
     tp, pp, ep, dp = (int(sizes.get(k) or 0) for k in ("tp", "pp", "ep", "dp"))
     serving = workload == "serving"
-    a2a = "EP" if (serving or ep > 1) else "OTHER"
+    has_moe = bool(kind_mask(act, ("moe",), column="category").any())
+    a2a = "EP" if (serving or ep > 1 or has_moe) else "OTHER"
     p2p = "PP" if pp > 1 else ("EP" if ep > 1 else "P2P")
     dp_group = (pg > 1) & (pg == dp) & (pg != tp)
     tp_group = (pg > 1) & (pg == tp)
