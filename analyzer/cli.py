@@ -56,7 +56,35 @@ def parse_fail_on(expr: str) -> tuple[str, str, float]:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
         raise BadInputError(f"bad number in --fail-on {expr!r}") from None
+    check_fail_on_name(name)
     return name, op, value
+
+
+#: --fail-on names that are not a category or a finding (see ``fail_on_value``).
+FAIL_ON_SHARES: tuple[str, ...] = ("idle", "busy", "comm_exposed", "communication_exposed")
+
+
+def fail_on_names() -> list[str]:
+    """Every valid --fail-on name: the shares, the categories, ``finding:<id>`` per finding id."""
+    from .findings import FINDING_IDS
+    from .model import CATEGORIES
+
+    return [*FAIL_ON_SHARES, *CATEGORIES, *(f"finding:{fid}" for fid in FINDING_IDS)]
+
+
+def check_fail_on_name(name: str) -> None:
+    """Raise BadInputError naming the valid names when ``name`` is none of them (a typo must
+    not turn a CI gate off)."""
+    valid = fail_on_names()
+    if name in valid:
+        return
+    from .findings import FINDING_IDS
+
+    if name.startswith("finding:"):
+        raise BadInputError(f"unknown finding id {name.removeprefix('finding:')!r} in --fail-on; "
+                            f"finding ids: {', '.join(FINDING_IDS)}")
+    hint = f" (a finding: write finding:{name})" if name in FINDING_IDS else ""
+    raise BadInputError(f"unknown --fail-on name {name!r}{hint}; use one of {', '.join(valid)}")
 
 
 def fail_on_value(doc: dict[str, Any], name: str) -> float:
@@ -70,16 +98,12 @@ def fail_on_value(doc: dict[str, Any], name: str) -> float:
         return s["communication"]["exposed_us"] / s["wall_us"] if s["wall_us"] else 0.0
     if name in s["categories"]:
         return s["categories"][name]["share"]
+    check_fail_on_name(name)
     fid = name.removeprefix("finding:")
     for f in doc["findings"]:
         if f["id"] == fid:
             return f["share"]
-    from .model import CATEGORIES
-
-    if name in CATEGORIES or name.startswith("finding:"):
-        return 0.0  # absent category or finding: no time
-    known = ", ".join(["idle", "busy", "comm_exposed", *CATEGORIES, "finding:<id>"])
-    raise BadInputError(f"unknown --fail-on name {name!r}; use one of {known}")
+    return 0.0  # a known category or finding absent from this report: no time
 
 
 def check_thresholds(doc: dict[str, Any], exprs: Sequence[str]) -> list[str]:
