@@ -52,6 +52,17 @@ def host_spans(ev: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray]:
     return iv.union(s, e)
 
 
+def _scheduler_spans(ev: pd.DataFrame, attr: StepAttribution) -> tuple[np.ndarray, np.ndarray]:
+    """Scheduler host spans outside the forward step spans."""
+    sched_s, sched_e = host_spans(ev, "scheduler")
+    steps = attr.steps
+    if attr.has_steps and (steps["host_start_ns"] >= 0).any():
+        hs = steps["host_start_ns"].to_numpy(np.int64)
+        he = steps["host_end_ns"].to_numpy(np.int64)
+        sched_s, sched_e = iv.subtract(sched_s, sched_e, hs, he)
+    return sched_s, sched_e
+
+
 def _gap_table(act: pd.DataFrame) -> pd.DataFrame:
     """One row per idle gap: start/end and the activities on both sides."""
     s = act["ts_ns"].to_numpy(np.int64)
@@ -79,14 +90,16 @@ def _gap_table(act: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def analyze_gaps(
+def gap_causes(
     ev: pd.DataFrame,
     attr: StepAttribution,
     *,
     pp_size: int | None = None,
-    server_args: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Idle gaps of the main device by cause and location (JSON-able dict)."""
+) -> pd.DataFrame:
+    """One row per idle gap of the main device: ``start_ns``, ``end_ns``, ``prev_idx`` /
+    ``next_idx`` (rows of ``attr.act`` on both sides), ``location`` (inside / between /
+    outside steps), the nanoseconds of each cause in ``CAUSES`` (``<cause>_ns``, adding up
+    to the gap) and the dominant ``cause``. The rules are in the module doc."""
     act = attr.act
     g = _gap_table(act)
     n = len(g)
@@ -99,12 +112,7 @@ def analyze_gaps(
     coll = strings_at(act["collective"]) if "collective" in act else np.full(len(act), "")
     step = act["step"].to_numpy(np.int64)
 
-    sched_s, sched_e = host_spans(ev, "scheduler")
-    steps = attr.steps
-    if attr.has_steps and (steps["host_start_ns"] >= 0).any():
-        hs = steps["host_start_ns"].to_numpy(np.int64)
-        he = steps["host_end_ns"].to_numpy(np.int64)
-        sched_s, sched_e = iv.subtract(sched_s, sched_e, hs, he)
+    sched_s, sched_e = _scheduler_spans(ev, attr)
     sync_s, sync_e = host_spans(ev, "sync")
 
     causes = {c: np.zeros(n, np.int64) for c in CAUSES}
@@ -130,13 +138,41 @@ def analyze_gaps(
         between = attributed & (step[prv] != step[nxt])
     else:
         inside = between = np.zeros(0, bool)
+    out = g.copy()
+    out["location"] = np.where(inside, "inside", np.where(between, "between", "outside"))
+    for c in CAUSES:
+        out[f"{c}_ns"] = causes[c]
+    out["cause"] = _dominant(causes, n)
+    return out
+
+
+def analyze_gaps(
+    ev: pd.DataFrame,
+    attr: StepAttribution,
+    *,
+    pp_size: int | None = None,
+    server_args: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Idle gaps of the main device by cause and location (JSON-able dict)."""
+    act = attr.act
+    g = gap_causes(ev, attr, pp_size=pp_size)
+    n = len(g)
+    a = g["start_ns"].to_numpy(np.int64)
+    length = g["end_ns"].to_numpy(np.int64) - a
+    nxt = g["next_idx"].to_numpy(np.int64)
+    prv = g["prev_idx"].to_numpy(np.int64)
+    step = act["step"].to_numpy(np.int64)
+    causes = {c: g[f"{c}_ns"].to_numpy(np.int64) for c in CAUSES}
+    loc = g["location"].to_numpy()
+    inside, between = loc == "inside", loc == "between"
     outside = ~inside & ~between
+    sched_s, sched_e = _scheduler_spans(ev, attr)
 
     def split(mask: np.ndarray) -> dict[str, float]:
         return {c: float(causes[c][mask].sum()) / NS_PER_US for c in CAUSES}
 
     idle_us = float(length.sum()) / NS_PER_US
-    cause_of_gap = _dominant(causes, n)
+    cause_of_gap = g["cause"].tolist()
     largest = np.argsort(-length, kind="stable")[:5]
     t0 = int(act["ts_ns"].min()) if len(act) else 0
     out: dict[str, Any] = {
