@@ -15,6 +15,7 @@ from .session import (
     ProgressRelay,
     capacity_available,
     error_line,
+    perfetto_export,
     preset_names,
     run_analysis,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "display_table",
     "error_line",
     "list_samples",
+    "perfetto_export",
     "prepared_inputs",
     "preset_names",
     "run_analysis",
