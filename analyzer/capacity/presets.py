@@ -81,6 +81,7 @@ def list_presets() -> dict[str, list[dict[str, Any]]]:
                 "name": spec.name,
                 "aliases": list(spec.aliases),
                 "attention": spec.attention,
+                "attention_label": spec.attention_label,
                 "moe": spec.is_moe,
                 "layers": spec.num_layers,
                 "total_params_b": round(spec.total_params / 1e9, 1),

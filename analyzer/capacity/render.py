@@ -74,7 +74,7 @@ def _sections(p: CapacityPlan) -> tuple[str, list[_Section]]:
         (
             "model",
             (
-                f"{m.attention.upper()}, {m.num_layers} layers, hidden {m.hidden_size:,}, "
+                f"{m.attention_label}, {m.num_layers} layers, hidden {m.hidden_size:,}, "
                 f"{m.num_heads} heads, {m.num_kv_heads} KV heads x {m.head_dim}, "
                 f"{m.total_params / 1e9:,.1f}B params ({m.active_params / 1e9:,.1f}B active)"
             ),
@@ -267,7 +267,7 @@ def render_presets(presets: dict[str, list[dict[str, Any]]], fmt: str = "text") 
     lines = ["Model presets (names are case-insensitive):"]
     for m in presets["models"]:
         alias = f"  aliases: {', '.join(m['aliases'])}" if m["aliases"] else ""
-        kind = f"{m['attention'].upper()}{', MoE' if m['moe'] else ''}"
+        kind = f"{m['attention_label']}{', MoE' if m['moe'] else ''}"
         lines.append(
             f"  {m['name']:<18} {kind:<9} {m['layers']:>3} layers  "
             f"{m['total_params_b']:>6.1f}B total {m['active_params_b']:>6.1f}B active{alias}"

@@ -94,6 +94,16 @@ class ModelSpec:
             )
 
     @property
+    def attention_label(self) -> str:
+        """``MLA``; else ``MHA`` (one KV head per query head), ``MQA`` (one KV head shared by
+        all) or ``GQA`` (groups of query heads share a KV head)."""
+        if self.attention == "mla":
+            return "MLA"
+        if self.num_kv_heads == self.num_heads:
+            return "MHA"
+        return "MQA" if self.num_kv_heads == 1 else "GQA"
+
+    @property
     def is_moe(self) -> bool:
         return self.num_experts > 0 and self.experts_per_token > 0
 
@@ -103,6 +113,7 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["attention_label"] = self.attention_label
         d["swa_layer_ids"] = list(self.swa_layer_ids)
         d["aliases"] = list(self.aliases)
         d["notes"] = list(self.notes)

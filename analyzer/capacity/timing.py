@@ -19,7 +19,8 @@ Conventions (docs/capacity-planning.md, "Time model"):
   PP: one send/recv of the activations per stage.
 * Serving curve with C sequences in a replica (closed loop, no tool time): per cycle of
   ``C x T_prefill + O x ITL(C)`` every sequence gets its prefill and O tokens, so
-  throughput ``X(C) = C / cycle`` requests/s; mean TTFT from the prefill queue (M/D/1).
+  throughput ``X(C) = C / cycle`` requests/s; mean TTFT from the prefill queue (M/D/1,
+  its wait capped at ``(C - 1) / 2 x T_prefill``, the mean wait of a burst of C).
 """
 
 from __future__ import annotations
@@ -274,7 +275,11 @@ def serving_curve(
     cycle = C * prefill_s + output_tokens * itl_s
     X = C / cycle
     u = np.clip(C * prefill_s / cycle, 0.0, 0.999999)
-    ttft = prefill_s * (1.0 + u / (2.0 * (1.0 - u)))  # M/D/1 mean wait + service
+    # M/D/1 mean wait, capped at the mean wait of a burst of C calls: the M/D/1 queue has an
+    # unbounded population, a closed loop of C calls has at most C - 1 prefills ahead of a
+    # call (none at C = 1), so the wait is at most the mean of the burst, (C - 1) / 2 x T.
+    wait = np.minimum(u / (2.0 * (1.0 - u)), (C - 1.0) / 2.0)
+    ttft = prefill_s * (1.0 + wait)
     return ServingCurve(
         concurrency=np.asarray(concurrency),
         itl_s=itl_s,
