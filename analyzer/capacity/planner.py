@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,8 @@ class CapacityPlan:
     estimate: WorkloadEstimate
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: where each input came from (``plan --from-report``): model, gpu, tp, pp, ep, dp, ...
+    input_sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def rule_of_thumb(self) -> dict[str, int]:
@@ -190,6 +193,7 @@ class CapacityPlan:
             "calibration": self.calibration.to_dict() if self.calibration else None,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
+            "input_sources": dict(self.input_sources),
         }
 
 

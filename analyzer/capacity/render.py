@@ -193,6 +193,8 @@ def _sections(p: CapacityPlan) -> tuple[str, list[_Section]]:
         rates.rows.append(("decode scale (trace / model)", f"{p.decode_scale:.3f}"))
     out.append(rates)
 
+    if p.input_sources:
+        out.append(_Section("Inputs from", rows=[(k, v) for k, v in p.input_sources.items()]))
     if p.warnings:
         out.append(_Section("Warnings", bullets=list(p.warnings)))
     if p.notes:
