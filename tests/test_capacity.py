@@ -381,10 +381,16 @@ def test_presets_listed_case_insensitive_with_aliases() -> None:
         "qwen2.5-72b",
         "qwen3-235b-a22b",
         "deepseek-v3",
+        "deepseek-v3.2",
         "mixtral-8x7b",
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+        "qwen3-8b",
+        "qwen3-32b",
+        "qwen3-next-80b-a3b",
     }
     gpus = {g["name"] for g in presets["gpus"]}
-    assert gpus == {"a100-80gb", "h100-sxm", "h200", "b200", "h20", "mi300x"}
+    assert gpus == {"a100-80gb", "h100-sxm", "h200", "h800", "b200", "h20", "mi300x"}
     assert load_model("DeepSeek-R1").name == "deepseek-v3"
     assert load_model("LLAMA-3.1-70B").name == "llama-3.1-70b"
     assert load_gpu("H100").name == "h100-sxm"

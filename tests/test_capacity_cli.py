@@ -313,7 +313,13 @@ def _kv_table() -> list[str]:
             if m.attention == "mla"
             else f"{m.num_kv_heads} x {m.head_dim}"
         )
-        tp8 = kv_bytes_per_token_per_layer_per_gpu(m, Parallelism(tp=8)) * m.num_layers
+        if m.indexer_bytes_per_token_per_layer:
+            shape += f" + indexer {m.indexer_bytes_per_token_per_layer} B"
+        if m.linear_attention_layer_ids:
+            shape += f" ({m.kv_layers} full-attention layers)"
+        if m.swa_layer_ids:
+            shape += f" ({len(m.swa_layer_ids)} layers window {m.sliding_window})"
+        tp8 = kv_bytes_per_token_per_layer_per_gpu(m, Parallelism(tp=8)) * m.kv_layers
         rows.append(
             f"| {m.name} | {m.num_layers} | {shape} | {kv_bytes_per_token_per_layer(m):,} | "
             f"{kv_bytes_per_token(m):,} | {kv_bytes_per_token(m, 'fp8'):,} | {tp8:,} | "

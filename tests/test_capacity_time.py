@@ -181,7 +181,8 @@ def test_serving_curve_by_hand() -> None:
 
 
 @pytest.mark.parametrize("model", ["llama-3.1-8b", "llama-3.1-70b", "deepseek-v3", "qwen3-235b-a22b",
-                                   "mixtral-8x7b"])
+                                   "mixtral-8x7b", "gpt-oss-120b", "qwen3-32b", "qwen3-next-80b-a3b",
+                                   "deepseek-v3.2"])
 @pytest.mark.parametrize("context", [2_000, 40_000])
 def test_ttft_mean_never_above_the_burst(model: str, context: int) -> None:
     """Issue 17: at concurrency 1 the mean TTFT was 2.96 s against a 2.33 s burst (an M/D/1

@@ -264,7 +264,8 @@ def plan(
     per_token = kv.kv_bytes_per_token(model, kv_dtype)
     heads_gpu = kv.kv_heads_per_gpu(model, parallel)
     layers_gpu = kv.layers_per_gpu(model, parallel)
-    per_token_gpu = kv.kv_bytes_per_token_per_layer_per_gpu(model, parallel, kv_dtype) * layers_gpu
+    per_token_gpu = kv.kv_bytes_per_token_per_layer_per_gpu(model, parallel, kv_dtype) * kv.kv_layers_per_gpu(
+        model, parallel)
     S = workload.context_tokens
     seq_gpu = kv.kv_bytes_per_sequence_per_gpu(model, parallel, S, kv_dtype)
     weights_gpu = weights_bytes_per_gpu(model, parallel)

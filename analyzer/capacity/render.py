@@ -70,7 +70,8 @@ def _sections(p: CapacityPlan) -> tuple[str, list[_Section]]:
         ("agents x calls per agent", f"{w.agents} x {w.calls_per_agent}"),
         ("context S / output tokens", f"{w.context_tokens:,} / {w.output_tokens:,}"),
         ("prefix cache hit", f"{w.prefix_hit:.0%}"),
-        ("KV dtype / weight dtype", f"{p.kv_dtype} / {m.weight_dtype}"),
+        ("KV dtype / weight dtype", f"{p.kv_dtype} / {m.weight_dtype}"
+         + (f" (experts {m.expert_weight_dtype})" if m.expert_weight_dtype else "")),
         (
             "model",
             (
