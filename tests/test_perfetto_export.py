@@ -201,3 +201,15 @@ def test_bad_ranks_exit_2(tmp_path):
     assert not (tmp_path / "x.json").exists()
     res = run("export", "--perfetto", str(tmp_path / "x.json"), str(SAMPLES / "batching_gaps"), "--ranks", "x")
     assert res.returncode == 2 and "--ranks" in res.stderr
+
+
+def test_kernel_step_args_point_at_the_step_slice_that_spans_them(tmp_path):
+    """A kernel's args.step is the step whose GPU-span slice contains it (independent join)."""
+    doc, _ = export(tmp_path, str(SAMPLES / "batching_gaps"))
+    steps = {e["args"]["step"]: e for e in doc["traceEvents"] if e.get("cat") == "trace_analyzer.step"}
+    kernels = [e for e in doc["traceEvents"] if e.get("cat") == "kernel" and "step" in e.get("args", {})]
+    assert steps and kernels
+    for k in kernels:
+        s = steps[k["args"]["step"]]
+        assert s["ts"] - TOL_US <= k["ts"] and k["ts"] + k["dur"] <= s["ts"] + s["dur"] + TOL_US
+        assert k["args"]["phase"] == s["args"]["phase"]

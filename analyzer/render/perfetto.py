@@ -190,6 +190,7 @@ def _analysis_events(out: list, sp: RankSpans, t0: int, threads: dict, findings:
     steps = sp.attr.steps
     if sp.attr.has_steps and "gpu_start_ns" in steps:
         has = steps["gpu_start_ns"].to_numpy(np.int64) >= 0
+        pos = np.flatnonzero(has)  # step = row position in attr.steps, as act["step"]
         st = steps[has]
         a = st["gpu_start_ns"].to_numpy(np.int64)
         b = st["gpu_end_ns"].to_numpy(np.int64)
@@ -198,7 +199,7 @@ def _analysis_events(out: list, sp: RankSpans, t0: int, threads: dict, findings:
         sname = _strings(st["name"]) if "name" in st else np.full(len(st), "", object)
         args = []
         for j, (_, row) in enumerate(st.iterrows()):
-            d = {"step": int(row.name), "phase": phase[j], "annotation": sname[j]}
+            d = {"step": int(pos[j]), "phase": phase[j], "annotation": sname[j]}
             for k in ("mode", "bs", "tokens", "kv_tokens", "kernels", "gpu_busy_us"):
                 if k in st and pd.notna(row[k]):
                     v = row[k]
