@@ -177,5 +177,12 @@ def rank_spans(
     return RankSpans(trace.rank.rank, attr, roles, gaps, out, unmapped)
 
 
-__all__ = ["FINDING_CATEGORIES", "FINDING_GAPS", "FINDING_ROLES", "FindingSpans", "RankSpans",
-           "rank_spans", "CAUSES"]
+__all__ = [
+    "CAUSES",
+    "FINDING_CATEGORIES",
+    "FINDING_GAPS",
+    "FINDING_ROLES",
+    "FindingSpans",
+    "RankSpans",
+    "rank_spans",
+]

@@ -11,7 +11,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from analyzer.capacity.calibration import _read_json, calibration_from_report, combine, load_hardware_profile
+from analyzer.capacity.calibration import (
+    _read_json,
+    calibration_from_report,
+    combine,
+    load_hardware_profile,
+)
 from analyzer.capacity.from_report import SIZES, report_setup, resolve_report_model
 from analyzer.capacity.planner import plan
 from analyzer.capacity.presets import (
