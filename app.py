@@ -6,6 +6,7 @@ figures and downloads) and, when the capacity planner is installed, "Capacity pl
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import streamlit as st
@@ -127,6 +128,15 @@ def _run(source: str, uploads: list, sample: wa.Sample | None, options: wa.Optio
         return None, ""
 
 
+def _perfetto(source: str, uploads: list, sample: wa.Sample | None, options: wa.Options,
+              limits: wa.Limits):
+    """The lazily rendered Perfetto download: reads the same inputs again when clicked."""
+    if source == SOURCE_UPLOAD:
+        return wa.perfetto_export(
+            lambda: wa.prepared_inputs([wa.Upload(u.name, u.getvalue()) for u in uploads], limits), options)
+    return wa.perfetto_export(lambda: contextlib.nullcontext([sample.path]), options) if sample else None
+
+
 def _card(card: wa.Card) -> None:
     with st.container(border=True, key=f"finding-{card.number}"):
         head, share = st.columns([5, 1.3], vertical_alignment="center")
@@ -166,7 +176,7 @@ def analysis_page() -> None:
         st.title("LLM serving trace analysis")
         return
     st.session_state["last_report"] = {"doc": doc, "label": stem.removeprefix("trace-report-")}
-    page = wa.build_page(doc, stem=stem)
+    page = wa.build_page(doc, stem=stem, perfetto=_perfetto(source, uploads, sample, options, limits))
     files = [(u.name, u.size) for u in uploads] if source == SOURCE_UPLOAD else []
     run_name = (files[0][0] + (f" +{len(files) - 1}" if len(files) > 1 else "")) if files else \
         (sample.label if sample is not None else "trace")

@@ -116,6 +116,50 @@ def analyze(
     )
 
 
+def export_perfetto(
+    source: Sequence[PathLike] | PathLike | TraceSet,
+    *,
+    ranks: Sequence[int] | None = None,
+    rules: Sequence[PathLike] = (),
+    model: str | None = None,
+    gpu: str | None = None,
+    server_args: Mapping[str, Any] | PathLike | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], Report]:
+    """A Chrome/Perfetto JSON trace (``analyzer.render.perfetto``) of ``ranks`` (default: the
+    report's representative rank, the basis of its findings) and the Report it annotates.
+
+    >>> doc, report = export_perfetto(["sample_traces/synthetic/demo"])   # doctest: +SKIP
+    """
+    from .analyses.comm_roles import cross_rank
+    from .analyses.phases import attribute_steps
+    from .analyses.spans import rank_spans
+    from .render.perfetto import perfetto_trace
+
+    traceset = source if isinstance(source, TraceSet) else load(source, progress=progress)
+    report = analyze(traceset, rules=rules, model=model, gpu=gpu, server_args=server_args)
+    doc = report.to_dict()
+    by_rank = {t.rank.rank: t for t in traceset.traces}
+    rep = doc["serving"].get("representative_rank")
+    wanted = [rep if rep is not None else min(by_rank)] if ranks is None else list(ranks)
+    unknown = [r for r in wanted if r not in by_rank]
+    if unknown:
+        raise BadInputError(f"no rank {', '.join(map(str, unknown))} in the inputs; ranks: "
+                            + ", ".join(map(str, sorted(by_rank))))
+    traces = [by_rank[r] for r in sorted(set(wanted))]
+    attrs = {t.rank.rank: attribute_steps(t) for t in traceset.traces}  # all: cross-rank waits
+    sizes = doc["serving"]["communication"]["sizes"]
+    workload = str((doc.get("context") or {}).get("workload") or "serving")
+    waits = None
+    if len(traceset.traces) > 1:
+        ordered = sorted(traceset.traces, key=lambda t: t.rank.rank)
+        waits = cross_rank(ordered, [attrs[t.rank.rank] for t in ordered]).get("_wait_intervals")
+    spans = [rank_spans(t, attrs[t.rank.rank], sizes, workload=workload,
+                        findings=doc["findings"] if t.rank.rank == rep else (), waits=waits)
+             for t in traces]
+    return perfetto_trace(traces, spans, doc), report
+
+
 def _server_args(value: Mapping[str, Any] | PathLike) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value

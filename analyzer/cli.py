@@ -56,7 +56,35 @@ def parse_fail_on(expr: str) -> tuple[str, str, float]:
         value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
     except ValueError:
         raise BadInputError(f"bad number in --fail-on {expr!r}") from None
+    check_fail_on_name(name)
     return name, op, value
+
+
+#: --fail-on names that are not a category or a finding (see ``fail_on_value``).
+FAIL_ON_SHARES: tuple[str, ...] = ("idle", "busy", "edge", "comm_exposed", "communication_exposed")
+
+
+def fail_on_names() -> list[str]:
+    """Every valid --fail-on name: the shares, the categories, ``finding:<id>`` per finding id."""
+    from .findings import FINDING_IDS
+    from .model import CATEGORIES
+
+    return [*FAIL_ON_SHARES, *CATEGORIES, *(f"finding:{fid}" for fid in FINDING_IDS)]
+
+
+def check_fail_on_name(name: str) -> None:
+    """Raise BadInputError naming the valid names when ``name`` is none of them (a typo must
+    not turn a CI gate off)."""
+    valid = fail_on_names()
+    if name in valid:
+        return
+    from .findings import FINDING_IDS
+
+    if name.startswith("finding:"):
+        raise BadInputError(f"unknown finding id {name.removeprefix('finding:')!r} in --fail-on; "
+                            f"finding ids: {', '.join(FINDING_IDS)}")
+    hint = f" (a finding: write finding:{name})" if name in FINDING_IDS else ""
+    raise BadInputError(f"unknown --fail-on name {name!r}{hint}; use one of {', '.join(valid)}")
 
 
 def fail_on_value(doc: dict[str, Any], name: str) -> float:
@@ -72,16 +100,12 @@ def fail_on_value(doc: dict[str, Any], name: str) -> float:
         return s["communication"]["exposed_us"] / s["wall_us"] if s["wall_us"] else 0.0
     if name in s["categories"]:
         return s["categories"][name]["share"]
+    check_fail_on_name(name)
     fid = name.removeprefix("finding:")
     for f in doc["findings"]:
         if f["id"] == fid:
             return f["share"]
-    from .model import CATEGORIES
-
-    if name in CATEGORIES or name.startswith("finding:"):
-        return 0.0  # absent category or finding: no time
-    known = ", ".join(["idle", "busy", "edge", "comm_exposed", *CATEGORIES, "finding:<id>"])
-    raise BadInputError(f"unknown --fail-on name {name!r}; use one of {known}")
+    return 0.0  # a known category or finding absent from this report: no time
 
 
 def check_thresholds(doc: dict[str, Any], exprs: Sequence[str]) -> list[str]:
@@ -194,6 +218,74 @@ def run_analyze(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+# export
+# ------------------------------------------------------------------------------------------
+
+
+def parse_ranks(text: str | None) -> list[int] | None:
+    """``"0,2-3"`` -> [0, 2, 3]; ``"all"`` -> [] (every rank); None -> None (the default)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "all":
+        return []
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        except ValueError:
+            raise BadInputError(f"bad --ranks {text!r}: expected e.g. 0,2-3 or all") from None
+    return out
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export the traces with the analysis as tracks, for Perfetto",
+        description="Write a Chrome/Perfetto JSON trace: the original GPU and CPU events of the "
+        "chosen ranks plus tracks of the analysis (kernel categories, steps by phase, idle gaps "
+        "by cause, each finding over the time it accounts for). Open it in ui.perfetto.dev.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="trace files, directories or .zip")
+    p.add_argument("--perfetto", metavar="OUT.json", required=True, help="write the Perfetto JSON trace here")
+    p.add_argument("--ranks", metavar="LIST", help="ranks to export, e.g. 0,2-3 or all "
+                   "(default: the representative rank, the basis of the findings)")
+    p.add_argument("--rules", metavar="FILE", action="append", default=[], help="extra classification rules (TOML)")
+    p.add_argument("--model", metavar="NAME|CONFIG", help="model preset or HF config.json")
+    p.add_argument("--gpu", metavar="NAME", help="GPU preset when the trace lacks it")
+    p.add_argument("--server-args", metavar="FILE", help="SGLang server_args.json")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import json
+
+    from .api import export_perfetto, load
+
+    ranks = parse_ranks(args.ranks)
+    for path in args.paths:
+        if not Path(path).exists():
+            raise BadInputError(f"no such file or directory: {path}")
+    bar = ProgressBar()
+    try:
+        traceset = load(args.paths, progress=bar)
+    finally:
+        bar.close()
+    if ranks == []:
+        ranks = sorted(t.rank.rank for t in traceset.traces)
+    doc, report = export_perfetto(traceset, ranks=ranks, rules=args.rules, model=args.model,
+                                  gpu=args.gpu, server_args=args.server_args)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    write_atomically(Path(args.perfetto), json.dumps(doc, separators=(",", ":"), allow_nan=False))
+    n = sum(1 for e in doc["traceEvents"] if e.get("cat") == "trace_analyzer.finding_summary")
+    print(f"wrote {args.perfetto}: ranks {', '.join(map(str, doc['otherData']['ranks']))}, "
+          f"{len(doc['traceEvents']):,} events, {n} finding track(s); open it in ui.perfetto.dev",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------
 # main
 # ------------------------------------------------------------------------------------------
 
@@ -207,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_analyze(sub)
+    _add_export(sub)
     for name in SUBCOMMAND_MODULES:
         try:
             module = importlib.import_module(name)

@@ -75,7 +75,7 @@ def test_opens_on_the_demo_sample(app):
     want = _top_title([samples[0].path])
     assert titles and titles[0] == f"#1 {page_mod.md_escape(want)}"
     labels = [b.label for b in app.get("download_button")]
-    assert labels == ["Download HTML report", "Download Markdown", "Download JSON"]
+    assert labels == ["Download HTML report", "Download Markdown", "Download JSON", "Download Perfetto trace"]
     assert len(app.get("plotly_chart")) >= 4
     assert not app.error
 
@@ -355,3 +355,29 @@ def test_page_model_from_a_report(shared_traces):
 
 def test_markdown_escape_of_kernel_names():
     assert page_mod.md_escape("void at::native::<lambda>_kernel*") == "void at::native::\\<lambda\\>\\_kernel\\*"
+
+
+def test_perfetto_download_is_rendered_only_when_asked_and_reads_the_inputs_again():
+    """The Perfetto download needs the events, which the report dict does not hold: its
+    callable reads the inputs again, and nothing is read before it is called."""
+    import contextlib
+    import json
+
+    from analyzer import webapp as wa
+
+    path = SAMPLES / "synthetic" / "batching_gaps"
+    opened = []
+
+    def inputs():
+        opened.append(path)
+        return contextlib.nullcontext([path])
+
+    doc = analyze([path]).to_dict()
+    page = page_mod.build_page(doc, stem="x", perfetto=wa.perfetto_export(inputs))
+    d = next(d for d in page.downloads if d.label == "Perfetto trace")
+    assert d.file_name == "x.perfetto.json" and opened == []
+    trace = json.loads(d.data())
+    assert opened == [path]
+    names = {e["args"]["id"] for e in trace["traceEvents"] if e.get("cat") == "trace_analyzer.finding_summary"}
+    assert names == {f["id"] for f in doc["findings"]}
+    assert [x.label for x in page_mod.build_page(doc).downloads] == ["HTML report", "Markdown", "JSON"]

@@ -381,10 +381,16 @@ def test_presets_listed_case_insensitive_with_aliases() -> None:
         "qwen2.5-72b",
         "qwen3-235b-a22b",
         "deepseek-v3",
+        "deepseek-v3.2",
         "mixtral-8x7b",
+        "gpt-oss-20b",
+        "gpt-oss-120b",
+        "qwen3-8b",
+        "qwen3-32b",
+        "qwen3-next-80b-a3b",
     }
     gpus = {g["name"] for g in presets["gpus"]}
-    assert gpus == {"a100-80gb", "h100-sxm", "h200", "b200", "h20", "mi300x"}
+    assert gpus == {"a100-80gb", "h100-sxm", "h200", "h800", "b200", "h20", "mi300x"}
     assert load_model("DeepSeek-R1").name == "deepseek-v3"
     assert load_model("LLAMA-3.1-70B").name == "llama-3.1-70b"
     assert load_gpu("H100").name == "h100-sxm"
@@ -517,3 +523,32 @@ def test_public_api_for_the_app() -> None:
         "kv_bytes_per_token_per_layer",
     ):
         assert name in capacity.__all__, name
+
+
+def test_attention_label_of_every_preset_follows_its_config() -> None:
+    """Issue 17: Llama-3.1-70B (64 heads, 8 KV heads) was labelled MHA. The label is read
+    here from each preset's [config] table: MLA with kv_lora_rank, else MHA when every query
+    head has its KV head, MQA with one KV head, GQA otherwise."""
+    import tomllib
+    from importlib import resources
+
+    from analyzer.capacity import load_model
+    from analyzer.capacity.presets import list_presets
+
+    folder = resources.files("analyzer.capacity").joinpath("presets/models")
+    seen = 0
+    for f in folder.iterdir():
+        if not f.name.endswith(".toml"):
+            continue
+        data = tomllib.loads(f.read_text())
+        cfg = data["config"]
+        cfg = cfg.get("text_config", cfg)
+        heads = cfg["num_attention_heads"]
+        kv = cfg.get("num_key_value_heads", heads)
+        want = ("MLA" if cfg.get("kv_lora_rank") else "MHA" if kv == heads else "MQA" if kv == 1 else "GQA")
+        assert load_model(data["name"]).attention_label == want, data["name"]
+        seen += 1
+    assert load_model("llama-3.1-70b").attention_label == "GQA"
+    listed = {m["name"]: m["attention_label"] for m in list_presets()["models"]}
+    assert listed["llama-3.1-70b"] == "GQA" and listed["deepseek-v3"] == "MLA"
+    assert seen == len(listed)

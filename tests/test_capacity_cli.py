@@ -313,7 +313,13 @@ def _kv_table() -> list[str]:
             if m.attention == "mla"
             else f"{m.num_kv_heads} x {m.head_dim}"
         )
-        tp8 = kv_bytes_per_token_per_layer_per_gpu(m, Parallelism(tp=8)) * m.num_layers
+        if m.indexer_bytes_per_token_per_layer:
+            shape += f" + indexer {m.indexer_bytes_per_token_per_layer} B"
+        if m.linear_attention_layer_ids:
+            shape += f" ({m.kv_layers} full-attention layers)"
+        if m.swa_layer_ids:
+            shape += f" ({len(m.swa_layer_ids)} layers window {m.sliding_window})"
+        tp8 = kv_bytes_per_token_per_layer_per_gpu(m, Parallelism(tp=8)) * m.kv_layers
         rows.append(
             f"| {m.name} | {m.num_layers} | {shape} | {kv_bytes_per_token_per_layer(m):,} | "
             f"{kv_bytes_per_token(m):,} | {kv_bytes_per_token(m, 'fp8'):,} | {tp8:,} | "
@@ -391,3 +397,84 @@ def test_plan_calibrated_by_a_report_with_measured_rates(tmp_path) -> None:
     d = json.loads(res.stdout)
     assert d["gpu"]["name"].lower().startswith("h200") or "h200" in json.dumps(d["gpu"]).lower()
     assert d["calibrated_from_trace"], d["notes"]
+
+
+# ------------------------------------------------------------------------------------------
+# plan --from-report: model, GPU, parallel sizes from the report (issue 17, item 5)
+# ------------------------------------------------------------------------------------------
+
+TP2 = REPO / "sample_traces" / "synthetic" / "long_prefill_tp2"
+
+
+@pytest.fixture(scope="module")
+def tp2_report(tmp_path_factory) -> Path:
+    rep = subprocess.run(
+        [sys.executable, "-m", "analyzer.cli", "analyze", str(TP2), "--format", "json"],
+        check=False, capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert rep.returncode == 0, rep.stderr
+    path = tmp_path_factory.mktemp("tp2") / "report.json"
+    path.write_text(rep.stdout)
+    return path
+
+
+def test_readme_plan_from_report_takes_model_gpu_and_sizes_from_it(tp2_report) -> None:
+    """The README's command: no --model, --gpu or --tp; all three come from the report."""
+    sa = json.loads((TP2 / "server_args.json").read_text())  # what the capture was run with
+    assert sa["model_path"] == "meta-llama/Llama-3.1-8B-Instruct" and sa["tp_size"] == 2
+    res = run("--from-report", str(tp2_report), "--agents", "20", "--context", "40000", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert d["model"]["name"] == "llama-3.1-8b"  # the preset whose alias is that model_path
+    assert d["parallelism"]["tp"] == sa["tp_size"] and d["parallelism"]["pp"] == sa["pp_size"]
+    assert d["gpu"]["name"] == "h100-sxm"  # the trace's deviceProperties: NVIDIA H100 80GB HBM3
+    assert d["kv_dtype"] == "bf16" and d["memory_budget"]["mem_fraction"] == sa["mem_fraction_static"]
+    src = d["input_sources"]
+    assert "server_args.model_path" in src["model"] and "context.parallel.tp" in src["tp"]
+    assert "context.gpu.preset" in src["gpu"]
+    # KV per sequence per GPU by hand: 32 layers x 2 (K, V) x 8 KV heads / TP 2 x 128 x 2 B
+    assert d["kv_bytes_per_sequence_per_gpu"] == 40000 * 32 * 2 * (8 // 2) * 128 * 2
+    text = run("--from-report", str(tp2_report), "--agents", "20", "--context", "40000")
+    assert text.returncode == 0 and "Inputs from" in text.stdout and "server_args.model_path" in text.stdout
+
+
+def test_options_override_the_report(tp2_report) -> None:
+    res = run("--from-report", str(tp2_report), "--tp", "4", "--gpu", "h200", "--model", "llama-3.1-70b",
+              "--format", "json")
+    assert res.returncode == 0, res.stderr
+    d = json.loads(res.stdout)
+    assert (d["parallelism"]["tp"], d["gpu"]["name"], d["model"]["name"]) == (4, "h200", "llama-3.1-70b")
+    assert d["input_sources"]["tp"] == "4 <- --tp" and d["input_sources"]["gpu"].endswith("<- --gpu")
+
+
+def test_older_report_sizes_and_gpu_preset(tp2_report, tmp_path) -> None:
+    """Reports before the top-level context: serving.communication.sizes, calibration.gpu_preset."""
+    doc = json.loads(tp2_report.read_text())
+    del doc["context"]
+    doc["serving"]["communication"]["sizes"] = {"tp": 2, "pp": 1, "ep": 0, "dp": 1}
+    doc["calibration"]["gpu_preset"] = "h200"
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    d = json.loads(run("--from-report", str(path), "--format", "json").stdout)
+    assert d["parallelism"]["tp"] == 2 and d["gpu"]["name"] == "h200"
+    assert "serving.communication.sizes.tp" in d["input_sources"]["tp"]
+    assert "calibration.gpu_preset" in d["input_sources"]["gpu"]
+    assert "server_args.ep_size" in d["input_sources"]["ep"]  # 0 = unknown falls through
+
+
+def test_report_without_a_usable_model_exits_2_naming_the_flag(tp2_report, tmp_path) -> None:
+    doc = json.loads(tp2_report.read_text())
+    doc["server_args"] = {k: v for k, v in doc["server_args"].items()
+                          if k not in ("model_path", "served_model_name")}
+    (tmp_path / "none.json").write_text(json.dumps(doc))
+    res = run("--from-report", str(tmp_path / "none.json"))
+    assert res.returncode == 2 and "names no model" in res.stderr and "--model" in res.stderr
+    assert res.stderr.count("\n") == 1
+    doc["server_args"]["model_path"] = "/models/some-private-model"
+    (tmp_path / "odd.json").write_text(json.dumps(doc))
+    res = run("--from-report", str(tmp_path / "odd.json"))
+    assert res.returncode == 2 and "some-private-model" in res.stderr and "--model" in res.stderr
+    doc["server_args"]["model_path"] = "/models/Llama-3.1-8B"  # a local copy: its basename
+    (tmp_path / "local.json").write_text(json.dumps(doc))
+    res = run("--from-report", str(tmp_path / "local.json"), "--format", "json")
+    assert res.returncode == 0 and json.loads(res.stdout)["model"]["name"] == "llama-3.1-8b"

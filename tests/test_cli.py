@@ -152,3 +152,37 @@ def test_check_thresholds_reads_shares():
     assert check_thresholds(doc, ["comm_exposed>0.05"])
     with pytest.raises(BadInputError):
         check_thresholds(doc, ["nonsense>0.1"])
+
+
+def test_fail_on_names_are_validated_before_the_analysis(ddp_trace):
+    """A typo in a CI gate exits 2 naming the valid names, never 0 (issue 17, item 6)."""
+    from analyzer.findings import FINDING_IDS
+    from analyzer.model import CATEGORIES
+
+    res = run("analyze", str(ddp_trace), "--fail-on", "finding:nonexistent>0.3")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.count("\n") == 1 and "'nonexistent'" in res.stderr
+    for fid in FINDING_IDS:
+        assert fid in res.stderr
+    res = run("analyze", str(ddp_trace), "--fail-on", "idel>0.3")
+    assert res.returncode == 2 and "'idel'" in res.stderr
+    for name in ("idle", "busy", "comm_exposed", *CATEGORIES):
+        assert name in res.stderr
+    res = run("analyze", str(ddp_trace), "--fail-on", "batching_gaps>0.3")
+    assert res.returncode == 2 and "finding:batching_gaps" in res.stderr
+
+
+def test_every_valid_fail_on_name_parses():
+    from analyzer.cli import fail_on_names
+    from analyzer.findings import FINDING_IDS
+    from analyzer.model import CATEGORIES
+
+    names = fail_on_names()
+    assert {f"finding:{fid}" for fid in FINDING_IDS} <= set(names)
+    assert set(CATEGORIES) <= set(names)
+    doc = {"summary": {"idle_share": 0.4, "busy_share": 0.6, "wall_us": 100.0,
+                       "communication": {"exposed_us": 10.0}, "categories": {}},
+           "findings": []}
+    for name in names:  # absent categories and findings read as zero share
+        assert parse_fail_on(f"{name}>0.5")[0] == name
+        assert check_thresholds(doc, [f"{name}>=0"])

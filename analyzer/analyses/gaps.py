@@ -143,22 +143,31 @@ def _gap_table(act: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def analyze_gaps(
+def _scheduler_spans(ev: pd.DataFrame, attr: StepAttribution) -> tuple[np.ndarray, np.ndarray]:
+    """Scheduler host spans outside the forward step spans."""
+    sched_s, sched_e = host_spans(ev, "scheduler")
+    steps = attr.steps
+    if attr.has_steps and (steps["host_start_ns"] >= 0).any():
+        hs = steps["host_start_ns"].to_numpy(np.int64)
+        he = steps["host_end_ns"].to_numpy(np.int64)
+        sched_s, sched_e = iv.subtract(sched_s, sched_e, hs, he)
+    return sched_s, sched_e
+
+
+def gap_causes(
     ev: pd.DataFrame,
     attr: StepAttribution,
     *,
     pp_size: int | None = None,
-    server_args: Mapping[str, Any] | None = None,
     include_edges: bool = False,
     pipeline: Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
-) -> dict[str, Any]:
-    """Idle gaps of the main device by cause and location, and the capture edges (JSON-able).
-
-    ``include_edges``: count the idle before the first / after the last step as idle
-    (``outside steps``) instead of cutting it as the capture edge.
-    ``pipeline``: the cross-stage bubble verdict (``analyses.bubbles``) that may move gap
-    time to ``pp_bubble``: ``pipeline(gap_starts, gap_ends, causes) -> causes``.
-    """
+) -> pd.DataFrame:
+    """One row per hole in the main device's activity: ``start_ns``, ``end_ns``, ``prev_idx`` /
+    ``next_idx`` (rows of ``attr.act`` on both sides), ``location`` (``inside`` / ``between`` /
+    ``outside`` steps, or ``edge`` for the capture edge), ``before`` / ``after`` (the edge side),
+    ``prev_step`` / ``next_step``, the nanoseconds of each cause in ``CAUSES`` (``<cause>_ns``,
+    adding up to the gap) and the dominant ``cause``. The rules are in the module doc;
+    ``analyze_gaps`` sums this table, the Perfetto export draws it."""
     act = attr.act
     g = _gap_table(act)
     n = len(g)
@@ -168,14 +177,7 @@ def analyze_gaps(
     nxt = g["next_idx"].to_numpy(np.int64)
     launch = act["launch_ns"].to_numpy(np.int64)[nxt] if n else np.zeros(0, np.int64)
     coll = strings_at(act["collective"]) if "collective" in act else np.full(len(act), "")
-
-    sched_all_s, sched_all_e = host_spans(ev, "scheduler")
-    sched_s, sched_e = sched_all_s, sched_all_e
-    steps = attr.steps
-    if attr.has_steps and (steps["host_start_ns"] >= 0).any():
-        hs = steps["host_start_ns"].to_numpy(np.int64)
-        he = steps["host_end_ns"].to_numpy(np.int64)
-        sched_s, sched_e = iv.subtract(sched_s, sched_e, hs, he)
+    sched_s, sched_e = _scheduler_spans(ev, attr)
     sync_s, sync_e = host_spans(ev, "sync")
 
     causes = {c: np.zeros(n, np.int64) for c in CAUSES}
@@ -209,7 +211,49 @@ def analyze_gaps(
     in_step, btw, prev_step, next_step = _step_location(attr, a, b)
     inside = in_step & idle
     between = btw & idle
-    outside = idle & ~inside & ~between
+    out = g.copy()
+    out["location"] = np.where(~idle, "edge", np.where(inside, "inside", np.where(between, "between", "outside")))
+    out["before"] = before & ~idle
+    out["after"] = after & ~idle
+    out["prev_step"] = prev_step
+    out["next_step"] = next_step
+    for c in CAUSES:
+        out[f"{c}_ns"] = causes[c]
+    out["cause"] = _dominant(causes, n)
+    out.attrs["edge_rule"] = edges.rule
+    return out
+
+
+def analyze_gaps(
+    ev: pd.DataFrame,
+    attr: StepAttribution,
+    *,
+    pp_size: int | None = None,
+    server_args: Mapping[str, Any] | None = None,
+    include_edges: bool = False,
+    pipeline: Callable[[np.ndarray, np.ndarray, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """Idle gaps of the main device by cause and location, and the capture edges (JSON-able).
+
+    ``include_edges``: count the idle before the first / after the last step as idle
+    (``outside steps``) instead of cutting it as the capture edge.
+    ``pipeline``: the cross-stage bubble verdict (``analyses.bubbles``) that may move gap
+    time to ``pp_bubble``: ``pipeline(gap_starts, gap_ends, causes) -> causes``.
+    """
+    act = attr.act
+    g = gap_causes(ev, attr, pp_size=pp_size, include_edges=include_edges, pipeline=pipeline)
+    n = len(g)
+    a = g["start_ns"].to_numpy(np.int64)
+    b = g["end_ns"].to_numpy(np.int64)
+    length = b - a
+    causes = {c: g[f"{c}_ns"].to_numpy(np.int64) for c in CAUSES}
+    loc = g["location"].to_numpy()
+    idle = loc != "edge"
+    inside, between, outside = loc == "inside", loc == "between", loc == "outside"
+    before, after = g["before"].to_numpy(bool), g["after"].to_numpy(bool)
+    prev_step, next_step = g["prev_step"].to_numpy(np.int64), g["next_step"].to_numpy(np.int64)
+    sched_all_s, sched_all_e = host_spans(ev, "scheduler")
+    sched_s, sched_e = _scheduler_spans(ev, attr)
 
     def split(mask: np.ndarray) -> dict[str, float]:
         return {c: float(causes[c][mask].sum()) / NS_PER_US for c in CAUSES}
@@ -220,7 +264,7 @@ def analyze_gaps(
     capture_ns = int(e_act.max() - s_act.min()) if len(act) else 0
     idle_ns = int(length[idle].sum())
     edge_ns = int(length[~idle].sum())
-    cause_of_gap = _dominant(causes, n)
+    cause_of_gap = g["cause"].tolist() if n else []
     idle_idx = np.flatnonzero(idle)
     largest = idle_idx[np.argsort(-length[idle_idx], kind="stable")[:5]]
     t0 = int(s_act.min()) if len(act) else 0
@@ -233,9 +277,9 @@ def analyze_gaps(
         "busy_us": busy_ns / NS_PER_US,
         "wall_us": (capture_ns - edge_ns) / NS_PER_US,
         "edge_us": edge_ns / NS_PER_US,
-        "edge": {"before_us": float(length[before & ~idle].sum()) / NS_PER_US,
-                 "after_us": float(length[after & ~idle].sum()) / NS_PER_US,
-                 "rule": edges.rule},
+        "edge": {"before_us": float(length[before].sum()) / NS_PER_US,
+                 "after_us": float(length[after].sum()) / NS_PER_US,
+                 "rule": g.attrs.get("edge_rule", "none")},
         "between_steps_us": float(length[between].sum()) / NS_PER_US,
         "inside_steps_us": float(length[inside].sum()) / NS_PER_US,
         "outside_steps_us": float(length[outside].sum()) / NS_PER_US,
@@ -249,7 +293,7 @@ def analyze_gaps(
                 "start_offset_us": float(a[i] - t0) / NS_PER_US,
                 "dur_us": float(length[i]) / NS_PER_US,
                 "cause": cause_of_gap[i],
-                "location": "inside" if inside[i] else ("between" if between[i] else "outside"),
+                "location": str(loc[i]),
                 "prev_step": int(prev_step[i]),
                 "next_step": int(next_step[i]),
             }

@@ -7,10 +7,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from analyzer.capacity.calibration import combine, load_hardware_profile, load_report_calibration
+from analyzer.capacity.calibration import (
+    _read_json,
+    calibration_from_report,
+    combine,
+    load_hardware_profile,
+)
+from analyzer.capacity.from_report import SIZES, report_setup, resolve_report_model
 from analyzer.capacity.planner import plan
 from analyzer.capacity.presets import (
     DIMENSION_KEYS,
@@ -92,20 +99,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--nvlink-gbps", type=_positive_float, help="NVLink/xGMI GB/s (both directions)")
     g.add_argument("--network-gbps", type=_positive_float, help="network GB/s per GPU")
     par = p.add_argument_group("parallelism")
-    par.add_argument("--tp", type=_positive_int, default=1, help="tensor parallel size")
-    par.add_argument("--pp", type=_positive_int, default=1, help="pipeline parallel size")
+    par.add_argument("--tp", type=_positive_int, help="tensor parallel size (default: the report's, else 1)")
+    par.add_argument("--pp", type=_positive_int, help="pipeline parallel size (default: the report's, else 1)")
     par.add_argument(
         "--dp",
         type=_positive_int,
-        default=1,
-        help="data parallel size: extra replicas, or attention-DP groups with --dp-attention",
+        help="data parallel size: extra replicas, or attention-DP groups with --dp-attention "
+        "(default: the report's, else 1)",
     )
     par.add_argument(
         "--dp-attention",
         action="store_true",
         help="--dp is SGLang's --enable-dp-attention (DP groups inside the TP group)",
     )
-    par.add_argument("--ep", type=_positive_int, default=1, help="expert parallel size")
+    par.add_argument("--ep", type=_positive_int, help="expert parallel size (default: the report's, else 1)")
     par.add_argument("--replicas", type=_positive_int, default=1, help="serving replicas R")
     wl = p.add_argument_group("workload")
     wl.add_argument("--context", type=_positive_int, default=8192, help="context tokens S")
@@ -118,14 +125,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mem = p.add_argument_group("memory budget").add_mutually_exclusive_group()
     mem.add_argument("--kv-budget-gb", type=_positive_float, help="KV memory per GPU, GB")
     mem.add_argument("--mem-fraction", type=float, help="SGLang mem_fraction_static (default 0.88)")
-    p.add_argument("--kv-dtype", choices=("bf16", "fp8"), default="bf16", help="KV cache dtype")
+    p.add_argument("--kv-dtype", choices=("bf16", "fp8"),
+                   help="KV cache dtype (default: the report's server_args.kv_cache_dtype, else bf16)")
     eff = p.add_argument_group("efficiency (fractions of datasheet peak, when not measured)")
     eff.add_argument("--gemm-efficiency", type=float, help="default 0.6")
     eff.add_argument("--attention-efficiency", type=float, help="default 0.45")
     eff.add_argument("--hbm-efficiency", type=float, help="default 0.8")
     eff.add_argument("--link-efficiency", type=float, help="default 0.7")
     cal = p.add_argument_group("calibration (measured rates replace datasheet ones)")
-    cal.add_argument("--from-report", metavar="REPORT.json", help="analyzer JSON report")
+    cal.add_argument("--from-report", metavar="REPORT.json",
+                     help="analyzer JSON report: measured rates, and the model, GPU, parallel sizes, "
+                     "KV dtype and mem_fraction_static when not given as options")
     cal.add_argument("--hardware-profile", metavar="FILE", help="trace-analyzer calibrate output")
     out = p.add_argument_group("output")
     out.add_argument(
@@ -176,12 +186,33 @@ def _model_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def _explicit_dims(args: argparse.Namespace) -> bool:
+    return any(getattr(args, k) for k in ("layers", "hidden_size", "heads"))
+
+
 def build_plan(args: argparse.Namespace) -> Any:
-    """Parsed ``plan`` arguments -> CapacityPlan (raises BadInputError)."""
-    model = _model_from_args(args)
-    report = load_report_calibration(args.from_report) if args.from_report else None
+    """Parsed ``plan`` arguments -> CapacityPlan (raises BadInputError).
+
+    With ``--from-report`` every value not given as an option comes from the report
+    (``capacity.from_report``); ``plan.input_sources`` says where each one came from."""
+    doc = _read_json(args.from_report, "report") if args.from_report else None
+    label = f"trace report {Path(args.from_report).name}" if args.from_report else ""
+    report = calibration_from_report(doc, label) if doc is not None else None
+    setup = report_setup(doc, label) if doc is not None else None
     profile = load_hardware_profile(args.hardware_profile) if args.hardware_profile else None
-    gpu_name = args.gpu or (report.gpu_preset if report and report.gpu_preset else DEFAULT_GPU)
+    sources: dict[str, str] = {}
+    if setup is not None and not args.model and not _explicit_dims(args):
+        model, how = resolve_report_model(setup, weight_dtype=args.weight_dtype)
+        sources["model"] = f"{label}: {how}"
+    else:
+        model = _model_from_args(args)
+        sources["model"] = "--model" if args.model else "explicit dimensions"
+    if args.gpu:
+        gpu_name, sources["gpu"] = args.gpu, "--gpu"
+    elif setup is not None and setup.gpu is not None:
+        gpu_name, sources["gpu"] = setup.gpu.value, f"{label}: {setup.gpu.source}"
+    else:
+        gpu_name, sources["gpu"] = DEFAULT_GPU, "default (" + (f"{label} names no GPU" if setup else "no --gpu") + ")"
     gpu = gpu_with(
         load_gpu(gpu_name),
         memory_gb=args.hbm_gb,
@@ -191,10 +222,25 @@ def build_plan(args: argparse.Namespace) -> Any:
         nvlink_gbps=args.nvlink_gbps,
         network_gbps=args.network_gbps,
     )
-    dp_att = args.dp if args.dp_attention else 1
-    replicas = args.replicas * (1 if args.dp_attention else args.dp)
+    size: dict[str, int] = {}
+    for k in SIZES:
+        given = getattr(args, k)
+        found = setup.size(k) if setup is not None else None
+        if given is not None:
+            size[k], sources[k] = given, f"--{k}"
+        elif found is not None:
+            size[k], sources[k] = int(found.value), f"{label}: {found.source}"
+        else:
+            size[k], sources[k] = 1, "default"
+    dp_attention = args.dp_attention
+    if not dp_attention and setup is not None and setup.dp_attention is not None and args.dp is None:
+        dp_attention = bool(setup.dp_attention.value)
+        if dp_attention:
+            sources["dp"] += f", DP attention ({setup.dp_attention.source})"
+    dp_att = size["dp"] if dp_attention else 1
+    replicas = args.replicas * (1 if dp_attention else size["dp"])
     parallel = Parallelism(
-        tp=args.tp, pp=args.pp, dp_attention=dp_att, ep=args.ep, replicas=replicas
+        tp=size["tp"], pp=size["pp"], dp_attention=dp_att, ep=size["ep"], replicas=replicas
     )
     workload = Workload(
         context_tokens=args.context,
@@ -203,7 +249,22 @@ def build_plan(args: argparse.Namespace) -> Any:
         calls_per_agent=args.calls_per_agent,
         prefix_hit=args.prefix_hit,
     )
-    budget = MemoryBudget(kv_budget_gb=args.kv_budget_gb, mem_fraction=args.mem_fraction)
+    kv_dtype = args.kv_dtype
+    if kv_dtype is not None:
+        sources["kv_dtype"] = "--kv-dtype"
+    elif setup is not None and setup.kv_dtype is not None:
+        kv_dtype, sources["kv_dtype"] = setup.kv_dtype.value, f"{label}: {setup.kv_dtype.source}"
+    else:
+        kv_dtype, sources["kv_dtype"] = "bf16", "default"
+    mem_fraction = args.mem_fraction
+    if mem_fraction is not None or args.kv_budget_gb is not None:
+        sources["memory_budget"] = "--mem-fraction" if mem_fraction is not None else "--kv-budget-gb"
+    elif setup is not None and setup.mem_fraction is not None:
+        mem_fraction = setup.mem_fraction.value
+        sources["memory_budget"] = f"{label}: {setup.mem_fraction.source}"
+    else:
+        sources["memory_budget"] = "default mem_fraction_static"
+    budget = MemoryBudget(kv_budget_gb=args.kv_budget_gb, mem_fraction=mem_fraction)
     eff_args = {
         "gemm": args.gemm_efficiency,
         "attention": args.attention_efficiency,
@@ -211,16 +272,22 @@ def build_plan(args: argparse.Namespace) -> Any:
         "link": args.link_efficiency,
     }
     efficiency = Efficiency(**{k: v for k, v in eff_args.items() if v is not None})
-    return plan(
+    result = plan(
         model,
         gpu,
         parallel,
         workload,
         budget,
         calibration=combine(report, profile),
-        kv_dtype=args.kv_dtype,
+        kv_dtype=kv_dtype,
         efficiency=efficiency,
     )
+    if setup is None:
+        return result
+    values = {"model": model.name, "gpu": gpu.name, **{k: str(v) for k, v in size.items()},
+              "kv_dtype": kv_dtype, "memory_budget": budget.describe()}
+    shown = {k: f"{values[k]} <- {v}" for k, v in sources.items()}
+    return dataclasses.replace(result, input_sources=shown)
 
 
 def run(args: argparse.Namespace) -> int:

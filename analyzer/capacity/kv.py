@@ -11,6 +11,11 @@ Conventions (docs/capacity-planning.md, "KV memory"):
 * Pipeline stages hold contiguous blocks of ``ceil(L / PP)`` or ``floor(L / PP)`` layers;
   the fullest stage bounds the replica.
 * Sliding-window layers hold at most ``window`` tokens of a sequence.
+* Hybrid linear attention (Qwen3-Next): only the full-attention layers hold a KV cache; each
+  linear-attention layer holds a fixed recurrent state per sequence (``linear_state_bytes_
+  per_layer``, split over attention TP like its heads), whatever the context.
+* DeepSeek sparse attention (V3.2): the MLA latent plus the indexer's key cache
+  (``indexer_bytes_per_token_per_layer``: FP8 + scale, not split by TP) per token per layer.
 """
 
 from __future__ import annotations
@@ -31,13 +36,18 @@ def kv_bytes_per_token_per_layer(model: ModelSpec, kv_dtype: str = "bf16") -> in
     """KV bytes one token adds to one layer, whole model (not divided by TP)."""
     b = dtype_bytes(kv_dtype)
     if model.attention == "mla":
-        return (model.kv_lora_rank + model.qk_rope_head_dim) * b
+        return (model.kv_lora_rank + model.qk_rope_head_dim) * b + model.indexer_bytes_per_token_per_layer
     return model.num_kv_heads * (model.head_dim + model.v_head_dim) * b
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_dtype: str = "bf16") -> int:
-    """KV bytes one token adds over all layers, whole model (no window cap)."""
-    return kv_bytes_per_token_per_layer(model, kv_dtype) * model.num_layers
+    """KV bytes one token adds over all KV layers, whole model (no window cap)."""
+    return kv_bytes_per_token_per_layer(model, kv_dtype) * model.kv_layers
+
+
+def linear_state_bytes_per_layer_per_gpu(model: ModelSpec, parallel: Parallelism) -> int:
+    """Recurrent state of one sequence in one linear-attention layer on one GPU."""
+    return ceil_div(model.linear_state_bytes_per_layer, parallel.attn_tp)
 
 
 def kv_heads_per_gpu(model: ModelSpec, parallel: Parallelism) -> int:
@@ -53,7 +63,7 @@ def kv_bytes_per_token_per_layer_per_gpu(
     """KV bytes one token adds to one layer on one GPU (after TP sharding/replication)."""
     b = dtype_bytes(kv_dtype)
     if model.attention == "mla":
-        return (model.kv_lora_rank + model.qk_rope_head_dim) * b
+        return (model.kv_lora_rank + model.qk_rope_head_dim) * b + model.indexer_bytes_per_token_per_layer
     return kv_heads_per_gpu(model, parallel) * (model.head_dim + model.v_head_dim) * b
 
 
@@ -73,19 +83,29 @@ def layers_per_gpu(model: ModelSpec, parallel: Parallelism) -> int:
     return ceil_div(model.num_layers, parallel.pp)
 
 
+def kv_layers_per_gpu(model: ModelSpec, parallel: Parallelism) -> int:
+    """KV-holding layers (not linear attention) on the fullest pipeline stage."""
+    linear = set(model.linear_attention_layer_ids)
+    return max(sum(1 for i in block if i not in linear) for block in stage_layers(model.num_layers, parallel.pp))
+
+
 def kv_bytes_per_sequence_per_gpu(
     model: ModelSpec, parallel: Parallelism, context_tokens: int, kv_dtype: str = "bf16"
 ) -> int:
-    """KV bytes of one sequence of ``context_tokens`` on the fullest GPU (window-capped)."""
+    """KV bytes of one sequence of ``context_tokens`` on the fullest GPU (window-capped),
+    plus the recurrent state of its linear-attention layers."""
     per = kv_bytes_per_token_per_layer_per_gpu(model, parallel, kv_dtype)
+    state = linear_state_bytes_per_layer_per_gpu(model, parallel)
     swa = set(model.swa_layer_ids)
+    linear = set(model.linear_attention_layer_ids)
     window = model.sliding_window or context_tokens
     capped = min(context_tokens, window)
     best = 0
     for block in stage_layers(model.num_layers, parallel.pp):
         n_swa = sum(1 for i in block if i in swa)
-        tokens = (len(block) - n_swa) * context_tokens + n_swa * capped
-        best = max(best, per * tokens)
+        n_lin = sum(1 for i in block if i in linear)
+        tokens = (len(block) - n_swa - n_lin) * context_tokens + n_swa * capped
+        best = max(best, per * tokens + n_lin * state)
     return best
 
 
@@ -211,9 +231,10 @@ def sglang_cell_size(model: ModelSpec, parallel: Parallelism, kv_dtype: str = "b
     of this pipeline stage (``num_effective_layers``).
     """
     b = dtype_bytes(kv_dtype)
-    layers = layers_per_gpu(model, parallel)
+    layers = kv_layers_per_gpu(model, parallel)  # hybrid models: the full-attention pool only
     if model.attention == "mla":
-        return (model.kv_lora_rank + model.qk_rope_head_dim) * layers * b
+        return ((model.kv_lora_rank + model.qk_rope_head_dim) * b
+                + model.indexer_bytes_per_token_per_layer) * layers
     heads = max(1, model.num_kv_heads // parallel.attn_tp)
     return heads * (model.head_dim + model.v_head_dim) * layers * b
 
@@ -292,7 +313,7 @@ def vllm_estimate(
 ) -> VLLMEstimate:
     """vLLM's blocks for ``kv_budget_bytes_per_gpu`` and its max concurrency at S."""
     page = vllm_page_size_bytes(model, parallel, kv_dtype, block_size)
-    blocks = vllm_num_gpu_blocks(page, layers_per_gpu(model, parallel), kv_budget_bytes_per_gpu)
+    blocks = vllm_num_gpu_blocks(page, kv_layers_per_gpu(model, parallel), kv_budget_bytes_per_gpu)
     shape = (
         "(kv_lora_rank + qk_rope_head_dim) x dtype_size (MLAAttentionSpec)"
         if model.attention == "mla"

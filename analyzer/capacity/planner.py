@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,8 @@ class CapacityPlan:
     estimate: WorkloadEstimate
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: where each input came from (``plan --from-report``): model, gpu, tp, pp, ep, dp, ...
+    input_sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def rule_of_thumb(self) -> dict[str, int]:
@@ -190,6 +193,7 @@ class CapacityPlan:
             "calibration": self.calibration.to_dict() if self.calibration else None,
             "warnings": list(self.warnings),
             "notes": list(self.notes),
+            "input_sources": dict(self.input_sources),
         }
 
 
@@ -260,7 +264,8 @@ def plan(
     per_token = kv.kv_bytes_per_token(model, kv_dtype)
     heads_gpu = kv.kv_heads_per_gpu(model, parallel)
     layers_gpu = kv.layers_per_gpu(model, parallel)
-    per_token_gpu = kv.kv_bytes_per_token_per_layer_per_gpu(model, parallel, kv_dtype) * layers_gpu
+    per_token_gpu = kv.kv_bytes_per_token_per_layer_per_gpu(model, parallel, kv_dtype) * kv.kv_layers_per_gpu(
+        model, parallel)
     S = workload.context_tokens
     seq_gpu = kv.kv_bytes_per_sequence_per_gpu(model, parallel, S, kv_dtype)
     weights_gpu = weights_bytes_per_gpu(model, parallel)

@@ -81,6 +81,7 @@ def list_presets() -> dict[str, list[dict[str, Any]]]:
                 "name": spec.name,
                 "aliases": list(spec.aliases),
                 "attention": spec.attention,
+                "attention_label": spec.attention_label,
                 "moe": spec.is_moe,
                 "layers": spec.num_layers,
                 "total_params_b": round(spec.total_params / 1e9, 1),
@@ -119,6 +120,8 @@ def load_model_config(name_or_path: str) -> tuple[dict[str, Any], dict[str, Any]
     """
     path = Path(name_or_path)
     looks_like_path = path.suffix.lower() in (".json", ".toml") or "/" in name_or_path
+    if looks_like_path and not path.exists() and name_or_path.lower() in _index("models"):
+        looks_like_path = False  # a Hugging Face repo id that is a preset alias
     if looks_like_path:
         try:
             text = path.read_text("utf-8")
@@ -259,6 +262,43 @@ def _swa_layers(cfg: Mapping[str, Any], num_layers: int) -> tuple[int | None, tu
     return window, tuple(range(num_layers))  # Mistral-style: every layer slides
 
 
+def _linear_layers(cfg: Mapping[str, Any], num_layers: int) -> tuple[tuple[int, ...], int]:
+    """(linear-attention layer ids, recurrent state bytes per layer per sequence at TP 1).
+
+    Layers: ``layer_types`` entries "linear_attention", else Qwen3-Next's
+    ``full_attention_interval`` (layer i is full attention when (i + 1) % interval == 0).
+    State, as SGLang sizes its mamba pool (``configs/mamba_utils.py``, Mamba2StateShape for
+    ``Qwen3NextConfig.mamba2_cache_params``): a conv state of ``conv_dim x (kernel - 1)``
+    in bf16 with ``conv_dim = v_heads x v_dim + 2 x k_heads x k_dim``, and a temporal state
+    of ``v_heads x v_dim x k_dim`` in ``mamba_ssm_dtype`` (float32 by default).
+    """
+    layer_types = cfg.get("layer_types")
+    ids: tuple[int, ...] = ()
+    if isinstance(layer_types, list) and len(layer_types) == num_layers:
+        ids = tuple(i for i, t in enumerate(layer_types) if "linear" in str(t))
+    elif _int(cfg, "full_attention_interval") and _int(cfg, "linear_num_value_heads"):
+        every = _int(cfg, "full_attention_interval") or 1
+        ids = tuple(i for i in range(num_layers) if (i + 1) % every)
+    if not ids:
+        return (), 0
+    v_heads = _int(cfg, "linear_num_value_heads", default=0) or 0
+    k_heads = _int(cfg, "linear_num_key_heads", default=v_heads) or v_heads
+    k_dim = _int(cfg, "linear_key_head_dim", default=0) or 0
+    v_dim = _int(cfg, "linear_value_head_dim", default=k_dim) or k_dim
+    kernel = _int(cfg, "linear_conv_kernel_dim", default=4) or 4
+    ssm_bytes = 2 if str(cfg.get("mamba_ssm_dtype", "float32")) in ("bfloat16", "float16") else 4
+    conv_dim = v_heads * v_dim + 2 * k_heads * k_dim
+    return ids, conv_dim * (kernel - 1) * 2 + v_heads * v_dim * k_dim * ssm_bytes
+
+
+def _indexer_bytes(cfg: Mapping[str, Any]) -> int:
+    """DeepSeek-V3.2 indexer key cache per token per layer: ``index_head_dim`` FP8 bytes +
+    one FP32 scale per 128 values (SGLang ``NSATokenToKVPool``: quant_block_size 128,
+    ``index_head_dim + index_head_dim // 128 x 4``)."""
+    d = _int(cfg, "index_head_dim", default=0) or 0
+    return d + d // 128 * 4 if d else 0
+
+
 def param_counts(cfg: Mapping[str, Any]) -> dict[str, float]:
     """Weights of a decoder from its config (see docs/capacity-planning.md, "Parameters").
 
@@ -351,7 +391,11 @@ def model_from_hf_config(
     v_head_dim = _int(cfg, "v_head_dim", default=head_dim) or head_dim
     if attention == "mla":
         head_dim = nope + rope if nope + rope else head_dim
+    linear_ids, state_bytes = _linear_layers(cfg, L)
     window, swa_ids = _swa_layers(cfg, L)
+    swa_ids = tuple(i for i in swa_ids if i not in set(linear_ids))
+    if not swa_ids:
+        window = None
     counts = param_counts(cfg)
     total, active = counts["total"], counts["active"]
     params_source = str(meta.get("params_source", "config formula"))
@@ -381,6 +425,10 @@ def model_from_hf_config(
         qk_nope_head_dim=nope,
         sliding_window=window,
         swa_layer_ids=swa_ids,
+        linear_attention_layer_ids=linear_ids,
+        linear_state_bytes_per_layer=state_bytes,
+        indexer_bytes_per_token_per_layer=_indexer_bytes(cfg),
+        sparse_topk=_int(cfg, "index_topk", default=None),
         intermediate_size=inter,
         num_experts=E if k else 0,
         experts_per_token=k if E else 0,
@@ -393,6 +441,7 @@ def model_from_hf_config(
         lm_head_params=counts["lm_head"],
         max_position_embeddings=_int(cfg, "max_position_embeddings", default=None),
         weight_dtype=weight_dtype,
+        expert_weight_dtype=str(meta["expert_weight_dtype"]) if meta.get("expert_weight_dtype") else None,
         params_source=params_source,
         source=str(meta.get("source", "")),
         aliases=tuple(str(a) for a in meta.get("aliases", ())),

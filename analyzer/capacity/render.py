@@ -70,11 +70,12 @@ def _sections(p: CapacityPlan) -> tuple[str, list[_Section]]:
         ("agents x calls per agent", f"{w.agents} x {w.calls_per_agent}"),
         ("context S / output tokens", f"{w.context_tokens:,} / {w.output_tokens:,}"),
         ("prefix cache hit", f"{w.prefix_hit:.0%}"),
-        ("KV dtype / weight dtype", f"{p.kv_dtype} / {m.weight_dtype}"),
+        ("KV dtype / weight dtype", f"{p.kv_dtype} / {m.weight_dtype}"
+         + (f" (experts {m.expert_weight_dtype})" if m.expert_weight_dtype else "")),
         (
             "model",
             (
-                f"{m.attention.upper()}, {m.num_layers} layers, hidden {m.hidden_size:,}, "
+                f"{m.attention_label}, {m.num_layers} layers, hidden {m.hidden_size:,}, "
                 f"{m.num_heads} heads, {m.num_kv_heads} KV heads x {m.head_dim}, "
                 f"{m.total_params / 1e9:,.1f}B params ({m.active_params / 1e9:,.1f}B active)"
             ),
@@ -193,6 +194,8 @@ def _sections(p: CapacityPlan) -> tuple[str, list[_Section]]:
         rates.rows.append(("decode scale (trace / model)", f"{p.decode_scale:.3f}"))
     out.append(rates)
 
+    if p.input_sources:
+        out.append(_Section("Inputs from", rows=[(k, v) for k, v in p.input_sources.items()]))
     if p.warnings:
         out.append(_Section("Warnings", bullets=list(p.warnings)))
     if p.notes:
@@ -267,7 +270,7 @@ def render_presets(presets: dict[str, list[dict[str, Any]]], fmt: str = "text") 
     lines = ["Model presets (names are case-insensitive):"]
     for m in presets["models"]:
         alias = f"  aliases: {', '.join(m['aliases'])}" if m["aliases"] else ""
-        kind = f"{m['attention'].upper()}{', MoE' if m['moe'] else ''}"
+        kind = f"{m['attention_label']}{', MoE' if m['moe'] else ''}"
         lines.append(
             f"  {m['name']:<18} {kind:<9} {m['layers']:>3} layers  "
             f"{m['total_params_b']:>6.1f}B total {m['active_params_b']:>6.1f}B active{alias}"

@@ -17,6 +17,12 @@ from analyzer.model import BadInputError
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp8": 1}
 
 
+#: Bytes per weight of the formats expert weights may be stored in (``expert_weight_dtype``):
+#: MXFP4 (OCP microscaling) = 4-bit E2M1 values + one 8-bit E8M0 scale per block of 32
+#: = 4.25 bits per weight.
+EXPERT_WEIGHT_BYTES: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "mxfp4": 4.25 / 8}
+
+
 def dtype_bytes(dtype: str) -> int:
     """Bytes per element of ``dtype`` ("bf16", "fp16", "fp8")."""
     try:
@@ -55,6 +61,15 @@ class ModelSpec:
     qk_nope_head_dim: int = 0
     sliding_window: int | None = None
     swa_layer_ids: tuple[int, ...] = ()
+    #: hybrid linear attention (Qwen3-Next Gated DeltaNet): these layers keep no KV cache but
+    #: a fixed recurrent state of ``linear_state_bytes_per_layer`` per sequence (TP 1).
+    linear_attention_layer_ids: tuple[int, ...] = ()
+    linear_state_bytes_per_layer: int = 0
+    #: DeepSeek sparse attention (V3.2): the indexer's key cache, bytes per token per layer
+    #: (FP8 key + FP32 scale per 128 values, whatever the KV dtype), and the top-k tokens
+    #: each query attends to.
+    indexer_bytes_per_token_per_layer: int = 0
+    sparse_topk: int | None = None
     intermediate_size: int = 0
     num_experts: int = 0
     experts_per_token: int = 0
@@ -67,6 +82,7 @@ class ModelSpec:
     lm_head_params: float = 0.0
     max_position_embeddings: int | None = None
     weight_dtype: str = "bf16"
+    expert_weight_dtype: str | None = None  # routed experts stored differently (gpt-oss: mxfp4)
     params_source: str = "config formula"
     source: str = ""
     aliases: tuple[str, ...] = ()
@@ -83,15 +99,36 @@ class ModelSpec:
             raise BadInputError(f"model {self.name!r}: MLA needs kv_lora_rank > 0")
         if self.sliding_window is not None and self.sliding_window <= 0:
             raise BadInputError(f"model {self.name!r}: sliding_window must be positive")
+        if set(self.linear_attention_layer_ids) & set(self.swa_layer_ids) or any(
+                i < 0 or i >= self.num_layers for i in self.linear_attention_layer_ids):
+            raise BadInputError(f"model {self.name!r}: linear-attention layer ids out of range or sliding")
         if any(i < 0 or i >= self.num_layers for i in self.swa_layer_ids):
             raise BadInputError(f"model {self.name!r}: sliding-window layer id out of range")
         if self.total_params <= 0 or self.active_params <= 0:
             raise BadInputError(f"model {self.name!r}: parameter counts must be positive")
+        if self.expert_weight_dtype is not None and self.expert_weight_dtype not in EXPERT_WEIGHT_BYTES:
+            raise BadInputError(f"model {self.name!r}: expert_weight_dtype must be one of "
+                                f"{', '.join(EXPERT_WEIGHT_BYTES)}")
         if self.num_heads % self.num_kv_heads and self.attention == "mha":
             raise BadInputError(
                 f"model {self.name!r}: num_heads {self.num_heads} is not a multiple of "
                 f"num_kv_heads {self.num_kv_heads}"
             )
+
+    @property
+    def kv_layers(self) -> int:
+        """Layers that keep a KV cache (all but the linear-attention ones)."""
+        return self.num_layers - len(self.linear_attention_layer_ids)
+
+    @property
+    def attention_label(self) -> str:
+        """``MLA``; else ``MHA`` (one KV head per query head), ``MQA`` (one KV head shared by
+        all) or ``GQA`` (groups of query heads share a KV head)."""
+        if self.attention == "mla":
+            return "MLA"
+        if self.num_kv_heads == self.num_heads:
+            return "MHA"
+        return "MQA" if self.num_kv_heads == 1 else "GQA"
 
     @property
     def is_moe(self) -> bool:
@@ -101,9 +138,18 @@ class ModelSpec:
     def weight_bytes_per_param(self) -> int:
         return dtype_bytes(self.weight_dtype)
 
+    @property
+    def expert_weight_bytes_per_param(self) -> float:
+        """Bytes per routed-expert weight: ``expert_weight_dtype`` when set, else the weights'."""
+        if self.expert_weight_dtype is None:
+            return float(self.weight_bytes_per_param)
+        return EXPERT_WEIGHT_BYTES[self.expert_weight_dtype]
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["attention_label"] = self.attention_label
         d["swa_layer_ids"] = list(self.swa_layer_ids)
+        d["linear_attention_layer_ids"] = list(self.linear_attention_layer_ids)
         d["aliases"] = list(self.aliases)
         d["notes"] = list(self.notes)
         return d

@@ -19,7 +19,8 @@ Conventions (docs/capacity-planning.md, "Time model"):
   PP: one send/recv of the activations per stage.
 * Serving curve with C sequences in a replica (closed loop, no tool time): per cycle of
   ``C x T_prefill + O x ITL(C)`` every sequence gets its prefill and O tokens, so
-  throughput ``X(C) = C / cycle`` requests/s; mean TTFT from the prefill queue (M/D/1).
+  throughput ``X(C) = C / cycle`` requests/s; mean TTFT from the prefill queue (M/D/1,
+  its wait capped at ``(C - 1) / 2 x T_prefill``, the mean wait of a burst of C).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 from analyzer.capacity.calibration import Rates
 from analyzer.capacity.kv import (
     kv_bytes_per_sequence_per_gpu,
+    kv_layers_per_gpu,
     layers_per_gpu,
 )
 from analyzer.capacity.specs import ModelSpec, Parallelism, Workload
@@ -63,7 +65,8 @@ def prefill_flops(model: ModelSpec, workload: Workload) -> tuple[float, float]:
     gemm = 2.0 * n * max(matmul_params, 0.0) + 2.0 * model.vocab_size * model.hidden_size
     per_pair = 2.0 * model.num_heads * (model.head_dim + model.v_head_dim)
     n_swa = len(model.swa_layer_ids)
-    full = attention_pairs(P, S) * (model.num_layers - n_swa)
+    n_full = model.kv_layers - n_swa  # linear-attention layers: no quadratic term
+    full = attention_pairs(P, S, model.sparse_topk) * n_full  # DSA: each query reads top-k keys
     swa = attention_pairs(P, S, model.sliding_window) * n_swa if n_swa else 0.0
     return gemm, per_pair * (full + swa)
 
@@ -177,11 +180,11 @@ class DecodeModel:
 def weights_bytes_per_gpu(model: ModelSpec, parallel: Parallelism) -> float:
     """Weight bytes on one GPU: sharded over tp x pp; attention over attn_tp x pp."""
     b = model.weight_bytes_per_param
-    rest = model.total_params - model.attention_params
-    return b * (
-        rest / (parallel.tp * parallel.pp)
-        + model.attention_params / (parallel.attn_tp * parallel.pp)
-    )
+    experts = model.expert_params if model.is_moe else 0.0
+    rest = model.total_params - model.attention_params - experts
+    return (b * (rest / (parallel.tp * parallel.pp)
+                 + model.attention_params / (parallel.attn_tp * parallel.pp))
+            + model.expert_weight_bytes_per_param * experts / (parallel.tp * parallel.pp))
 
 
 def decode_model(
@@ -192,9 +195,14 @@ def decode_model(
     experts = model.expert_params if model.is_moe else 0.0
     dense = model.total_params - experts - model.embedding_params - model.attention_params
     dense_bytes = b * (dense / (tp * pp) + model.attention_params / (atp * pp))
-    expert_bytes = b * experts / (tp * pp)
+    expert_bytes = model.expert_weight_bytes_per_param * experts / (tp * pp)
     ctx = workload.context_tokens + workload.output_tokens // 2
     kv_seq = kv_bytes_per_sequence_per_gpu(model, parallel, ctx, kv_dtype)
+    if model.sparse_topk and ctx > model.sparse_topk:  # DSA: latents of the top-k keys only
+        idx = model.indexer_bytes_per_token_per_layer
+        latent = kv_bytes_per_sequence_per_gpu(model, parallel, model.sparse_topk, kv_dtype)
+        kv_seq = latent - idx * model.sparse_topk * kv_layers_per_gpu(model, parallel) \
+            + idx * ctx * kv_layers_per_gpu(model, parallel)
     matmul = model.active_params - model.embedding_params
     flops_tok = 2.0 * matmul / (tp * pp)
     if model.attention == "mla":  # absorbed MLA decode: QK over the latent+rope, PV over latent
@@ -202,7 +210,8 @@ def decode_model(
     else:
         per_key = 2.0 * model.num_heads * (model.head_dim + model.v_head_dim)
     n_swa = len(model.swa_layer_ids)
-    keys = (model.num_layers - n_swa) * ctx + n_swa * min(ctx, model.sliding_window or ctx)
+    full_keys = min(ctx, model.sparse_topk or ctx)
+    keys = (model.kv_layers - n_swa) * full_keys + n_swa * min(ctx, model.sliding_window or ctx)
     attn_tok = per_key * keys / (atp * pp)
     return DecodeModel(
         dense_weight_bytes=dense_bytes,
@@ -274,7 +283,11 @@ def serving_curve(
     cycle = C * prefill_s + output_tokens * itl_s
     X = C / cycle
     u = np.clip(C * prefill_s / cycle, 0.0, 0.999999)
-    ttft = prefill_s * (1.0 + u / (2.0 * (1.0 - u)))  # M/D/1 mean wait + service
+    # M/D/1 mean wait, capped at the mean wait of a burst of C calls: the M/D/1 queue has an
+    # unbounded population, a closed loop of C calls has at most C - 1 prefills ahead of a
+    # call (none at C = 1), so the wait is at most the mean of the burst, (C - 1) / 2 x T.
+    wait = np.minimum(u / (2.0 * (1.0 - u)), (C - 1.0) / 2.0)
+    ttft = prefill_s * (1.0 + wait)
     return ServingCurve(
         concurrency=np.asarray(concurrency),
         itl_s=itl_s,

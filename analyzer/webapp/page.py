@@ -122,15 +122,21 @@ def build_metrics(doc: Mapping[str, Any]) -> list[Metric]:
                  "after the last (profiler warm-up, teardown)")] if s.get("edge_us") else [])
 
 
-def build_downloads(doc: Mapping[str, Any], stem: str = "trace-report") -> list[Download]:
+def build_downloads(doc: Mapping[str, Any], stem: str = "trace-report",
+                    perfetto: Callable[[], str] | None = None) -> list[Download]:
+    """The report downloads; ``perfetto`` (renders the Perfetto JSON trace when called) adds
+    "Perfetto trace": it needs the events, which the report dict does not hold."""
     from ..render import render
 
     d = dict(doc)
-    return [
+    out = [
         Download("HTML report", f"{stem}.html", "text/html", lambda: render(d, "html")),
         Download("Markdown", f"{stem}.md", "text/markdown", lambda: render(d, "markdown")),
         Download("JSON", f"{stem}.json", "application/json", lambda: render(d, "json")),
     ]
+    if perfetto is not None:
+        out.append(Download("Perfetto trace", f"{stem}.perfetto.json", "application/json", perfetto))
+    return out
 
 
 def inputs_table(doc: Mapping[str, Any]) -> pd.DataFrame:
@@ -177,8 +183,9 @@ def skipped_notes(doc: Mapping[str, Any]) -> list[str]:
     return [n for n in doc.get("notes") or [] if "skipped" in n.lower()]
 
 
-def build_page(doc: Mapping[str, Any], *, stem: str = "trace-report") -> Page:
-    """Everything the analysis page shows for one report dict."""
+def build_page(doc: Mapping[str, Any], *, stem: str = "trace-report",
+               perfetto: Callable[[], str] | None = None) -> Page:
+    """Everything the analysis page shows for one report dict (``perfetto``: see build_downloads)."""
     s = doc["summary"]
     top = doc["findings"][0]["title"] if doc.get("findings") else "no finding"
     subtitle = (f"{s['ranks']} rank(s) from {len(doc.get('inputs', []))} file(s) · "
@@ -195,6 +202,6 @@ def build_page(doc: Mapping[str, Any], *, stem: str = "trace-report") -> Page:
         warnings=list(doc.get("warnings") or []),
         notes=list(doc.get("notes") or []),
         sections=charts.report_sections(doc),
-        downloads=build_downloads(doc, stem),
+        downloads=build_downloads(doc, stem, perfetto),
         inputs=inputs_table(doc),
     )

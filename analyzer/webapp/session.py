@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,25 @@ def app_wording(text: str) -> str:
     for flag, option in APP_OPTIONS:
         text = text.replace(flag, option)
     return text
+
+
+def perfetto_export(inputs: Callable[[], AbstractContextManager[Sequence[Path | str]]],
+                    options: Options = Options()) -> Callable[[], str]:
+    """A callable that renders the Perfetto JSON trace of the inputs when a download asks for
+    it: the report dict holds no events, so the files are read again then (``inputs()``
+    yields their paths, e.g. ``lambda: prepared_inputs(uploads, limits)``)."""
+
+    def render() -> str:
+        import json
+
+        from .. import api
+
+        with inputs() as paths:
+            doc, _ = api.export_perfetto([str(p) for p in paths], model=options.model or None,
+                                         gpu=options.gpu or None)
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False)
+
+    return render
 
 
 def error_line(exc: BaseException) -> str:
