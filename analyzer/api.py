@@ -150,12 +150,19 @@ def export_perfetto(
     attrs = {t.rank.rank: attribute_steps(t) for t in traceset.traces}  # all: cross-rank waits
     sizes = doc["serving"]["communication"]["sizes"]
     workload = str((doc.get("context") or {}).get("workload") or "serving")
-    waits = None
-    if len(traceset.traces) > 1:
+    waits = pipe = None
+    if len(traceset.traces) > 1:  # the same clocks and bubble verdict as the report
+        from .analyses.bubbles import pipeline_context
+        from .analyses.clock import align_clocks
+
         ordered = sorted(traceset.traces, key=lambda t: t.rank.rank)
-        waits = cross_rank(ordered, [attrs[t.rank.rank] for t in ordered]).get("_wait_intervals")
+        oattrs = [attrs[t.rank.rank] for t in ordered]
+        clock = align_clocks(ordered, [a.act for a in oattrs])
+        waits = cross_rank(ordered, oattrs, clock=clock).get("_wait_intervals")
+        pipe = pipeline_context(ordered, oattrs, sizes, clock)
     spans = [rank_spans(t, attrs[t.rank.rank], sizes, workload=workload,
-                        findings=doc["findings"] if t.rank.rank == rep else (), waits=waits)
+                        findings=doc["findings"] if t.rank.rank == rep else (), waits=waits,
+                        pipeline=pipe.judge(t.rank.rank) if pipe is not None else None)
              for t in traces]
     return perfetto_trace(traces, spans, doc), report
 

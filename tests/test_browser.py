@@ -111,7 +111,7 @@ def test_upload_a_real_trace_in_the_browser(server, browser, shared_traces):
     title = card.inner_text().split("#1", 1)[1].strip()
     assert title == want
     assert page.get_by_role("radio", name="Upload traces").is_checked()
-    assert page.locator("[data-testid='stDownloadButton']").count() == 3
+    assert page.locator("[data-testid='stDownloadButton']").count() == 4  # HTML, Markdown, JSON, Perfetto
     assert page.locator(".js-plotly-plot .main-svg").count() >= 3
     assert not page.locator("[data-testid='stException']").count()
     assert not errors, errors

@@ -156,13 +156,15 @@ def rank_spans(
     workload: str = "serving",
     findings: Sequence[Finding] | Sequence[Mapping[str, Any]] = (),
     waits: pd.DataFrame | None = None,
+    pipeline: Any = None,
 ) -> RankSpans:
     """Annotations of one classified trace (see module doc). ``findings``: those of the
     report when this is its representative rank (Finding objects or report dicts);
-    ``waits``: ``cross_rank(...)["_wait_intervals"]`` when the job has several ranks."""
+    ``waits``: ``cross_rank(...)["_wait_intervals"]`` when the job has several ranks;
+    ``pipeline``: the rank's cross-stage bubble judge (``analyses.bubbles``) in a PP run."""
     act = attr.act
     roles = comm_roles(act, sizes, workload) if len(act) else np.zeros(0, object)
-    gaps = gap_causes(trace.events, attr, pp_size=int(sizes.get("pp") or 1))
+    gaps = gap_causes(trace.events, attr, pp_size=int(sizes.get("pp") or 1), pipeline=pipeline)
     out: list[FindingSpans] = []
     unmapped: list[str] = []
     for f in findings:

@@ -220,10 +220,10 @@ def _analysis_events(out: list, sp: RankSpans, t0: int, threads: dict, findings:
                  **{f"{c}_us": round(int(parts[c][i]) / 1000.0, 3) for c in CAUSES if parts[c][i]}}
                 for i in range(len(g))]
         start = len(out)
-        _slices(out, pid, TID_GAPS, _us(a, t0), np.round((b - a) / 1000.0, 3), [f"idle: {c}" for c in cause],
-                CAT_GAP, args)
-        for ev, c in zip(out[start:], cause):
-            ev["cname"] = GAP_COLORS.get(c, "grey")
+        _slices(out, pid, TID_GAPS, _us(a, t0), np.round((b - a) / 1000.0, 3),
+                ["capture edge" if lo == "edge" else f"idle: {c}" for c, lo in zip(cause, loc)], CAT_GAP, args)
+        for ev, c, lo in zip(out[start:], cause, loc):
+            ev["cname"] = "grey" if lo == "edge" else GAP_COLORS.get(c, "grey")
         names[TID_GAPS] = "idle gaps (by cause)"
     rank_of = {f["id"]: i for i, f in enumerate(findings, 1)}
     rec = {f["id"]: f.get("recommendation") for f in findings}
