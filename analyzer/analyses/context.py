@@ -129,27 +129,24 @@ class RunContext:
         shares = {k: v for k, v in (self.dtypes.get(group) or {}).items() if k != "unknown"}
         return max(shares, key=lambda k: shares[k]) if shares else None
 
-    def low_precision_share(self, groups: Sequence[str] = ("gemm", "moe")) -> float:
-        """Time-weighted share of FP8/FP4/INT8/INT4 kernels among the known-dtype ones."""
+    def dtype_share(self, dtypes: Sequence[str], groups: Sequence[str] = ("gemm", "moe")) -> float:
+        """Time-weighted share of ``dtypes`` among the known-dtype kernels of ``groups``."""
         num = den = 0.0
         for g in groups:
             us = self.dtype_time_us.get(g, 0.0)
             for k, v in (self.dtypes.get(g) or {}).items():
                 if k != "unknown":
                     den += v * us
-                    num += v * us if k in LOW_PRECISION else 0.0
+                    num += v * us if k in dtypes else 0.0
         return num / den if den else 0.0
 
+    def low_precision_share(self, groups: Sequence[str] = ("gemm", "moe")) -> float:
+        """Share of FP8/FP4/INT8/INT4 kernel time among the known-dtype ones."""
+        return self.dtype_share(LOW_PRECISION, groups)
+
     def full_precision_share(self, groups: Sequence[str] = ("gemm", "moe")) -> float:
-        """Time-weighted share of FP32/TF32 kernels among the known-dtype ones."""
-        num = den = 0.0
-        for g in groups:
-            us = self.dtype_time_us.get(g, 0.0)
-            for k, v in (self.dtypes.get(g) or {}).items():
-                if k != "unknown":
-                    den += v * us
-                    num += v * us if k in ("fp32", "tf32") else 0.0
-        return num / den if den else 0.0
+        """Share of FP32/TF32 kernel time among the known-dtype ones."""
+        return self.dtype_share(("fp32", "tf32"), groups)
 
     def to_dict(self) -> dict[str, Any]:
         return {
