@@ -213,6 +213,16 @@ def _elementwise(sig: Signature) -> OpCost:
     return OpCost(biggest, read + biggest * es0, dtype=label, shape=_shape_label(sig))
 
 
+def _gather(sig: Signature) -> OpCost:
+    ts = _tensors(sig)
+    if len(ts) < 2:
+        return OpCost(None, None, reason="gather: the output size is not in the shapes")
+    table = max(ts, key=lambda t: _numel(t[1]))
+    others = [t for t in ts if t is not table]
+    moved = sum(_numel(t[1]) * t[3] for t in others)
+    return OpCost(0.0, 2 * moved, dtype=table[2], shape=_shape_label(sig))
+
+
 def op_cost(formula: str, name: str, sig: Signature) -> OpCost:
     """FLOPs and bytes of one call of op ``name`` with shapes ``sig`` by ``formula``."""
     if not sig.dims:
@@ -240,6 +250,8 @@ def op_cost(formula: str, name: str, sig: Signature) -> OpCost:
         return _kv_write(sig)
     if formula == "elementwise":
         return _elementwise(sig)
+    if formula == "gather":
+        return _gather(sig)
     return OpCost(None, None, reason="no formula for this op")
 
 

@@ -193,12 +193,13 @@ class _CapDoc(msgspec.Struct):
 class GraphCapture:
     """The captures of one graph-capture trace, in capture order.
 
-    ``captures[j]`` is the ordered list of ``(op name, signature index)`` of the kernels
-    recorded into graph ``j`` (``None`` name when a launch had no CPU op); ``shapes`` holds
-    the signatures. ``path`` is the capture file.
+    ``captures[j]`` is the ordered list of ``(op name, signature index, op key)`` of the
+    kernels recorded into graph ``j`` (``None`` name, -1 when a launch had no CPU op; the op
+    key is the op's row in ``shapes.ops``, shared by the kernels one op launched);
+    ``shapes`` holds the signatures. ``path`` is the capture file.
     """
 
-    captures: list[list[tuple[str | None, int]]]
+    captures: list[list[tuple[str | None, int, int]]]
     shapes: OpShapes
     path: str = ""
 
@@ -218,12 +219,12 @@ def read_graph_capture(path: str | Path, runtime_names: dict[str, set[str]]) -> 
     rt = sorted((e for e in doc.traceEvents if e.name in begin or e.name in end or e.name in launch),
                 key=lambda e: e.ts)
     # the op of each launch: the latest cpu_op with the launch's External id that starts before it
-    ext_ts: dict[int, list[tuple[int, str, int]]] = {}
-    for ts, x, nm, sg in zip(ops["ts_ns"].to_numpy(), ops["external_id"].to_numpy(),
-                             ops["name"].astype(str), ops["sig"].to_numpy()):
-        ext_ts.setdefault(int(x), []).append((int(ts), nm, int(sg)))
-    captures: list[list[tuple[str | None, int]]] = []
-    cur: list[tuple[str | None, int]] | None = None
+    ext_ts: dict[int, list[tuple[int, str, int, int]]] = {}
+    for row, (ts, x, nm, sg) in enumerate(zip(ops["ts_ns"].to_numpy(), ops["external_id"].to_numpy(),
+                                              ops["name"].astype(str), ops["sig"].to_numpy())):
+        ext_ts.setdefault(int(x), []).append((int(ts), nm, int(sg), row))
+    captures: list[list[tuple[str | None, int, int]]] = []
+    cur: list[tuple[str | None, int, int]] | None = None
     for e in rt:  # a capture holds hundreds of launches: a small loop, not per trace event
         if e.name in begin:
             cur = []
@@ -233,7 +234,7 @@ def read_graph_capture(path: str | Path, runtime_names: dict[str, set[str]]) -> 
             cur = None
         elif cur is not None:
             cands = [c for c in ext_ts.get(e.args.ext, []) if c[0] <= round(e.ts * 1000)]
-            cur.append((cands[-1][1], cands[-1][2]) if cands else (None, -1))
+            cur.append((cands[-1][1], cands[-1][2], cands[-1][3]) if cands else (None, -1, -1))
     return GraphCapture(captures, shapes, str(p))
 
 
