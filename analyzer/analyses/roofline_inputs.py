@@ -13,12 +13,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from analyzer.model import BadInputError, Trace
 
 
 def _recorded(trace: Trace) -> bool:
     v = trace.metadata.get("record_shapes")
     return v is True or str(v).strip().lower() in ("1", "true")
+
+
+def _launch_ext_ids(trace: Trace) -> np.ndarray:
+    """External ids of the kernel launches: only the ops with one can own a kernel."""
+    ev = trace.events
+    sel = ev["kind"].isin(("cuda_runtime", "cuda_driver")).to_numpy() & (ev["correlation"].to_numpy() >= 0)
+    return np.unique(ev["external_id"].to_numpy()[sel])
 
 
 def roofline_inputs(traces: Sequence[Trace], mode: str, graph_capture: Any) -> tuple[list[Any], Any]:
@@ -38,8 +47,11 @@ def roofline_inputs(traces: Sequence[Trace], mode: str, graph_capture: Any) -> t
         elif mode == "auto" and not _recorded(t):
             out.append("the trace was recorded without record_shapes: no operator input dims "
                        "(profile with record_shapes=True)")
+        elif not all(Path(s.path).is_file() for s in kineto):
+            out.append("the shapes pass re-reads trace files on disk; archive members are not re-read")
         else:
-            got = [read_op_shapes(s.path) for s in kineto]
+            got = [read_op_shapes(s.path, t.op_index if len(kineto) == 1 else None, _launch_ext_ids(t))
+                   for s in kineto]
             out.append(got if any(g.has_shapes for g in got) else
                        "the trace's CPU ops carry no Input Dims (recorded without record_shapes)")
     capture = None

@@ -119,8 +119,74 @@ def _cut(buf: bytes) -> tuple[list[bytes], int]:
     return out, keep_from
 
 
-def read_op_shapes(path: str | Path) -> OpShapes:
-    """The cpu_op shapes of one Kineto file (``.json`` or ``.json.gz``)."""
+@dataclass(frozen=True)
+class OpIndex:
+    """Where the main reader saw each cpu_op: the file offset (uncompressed stream) of the
+    first byte of its name, and its External id. Recorded by the compiled scanner for free
+    (numpy on columns it already has); ``read_op_shapes(path, index, wanted)`` then decodes
+    only the ops whose External id is in ``wanted`` without searching the file."""
+
+    offsets: np.ndarray
+    ext: np.ndarray
+
+    @classmethod
+    def of(cls, offsets: list[np.ndarray], ext: list[np.ndarray]) -> OpIndex:
+        off = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
+        ex = np.concatenate(ext) if ext else np.zeros(0, np.int64)
+        return cls(off.astype(np.int64, copy=False), ex.astype(np.int64, copy=False))
+
+
+#: the most bytes from an op's name to the end of its args object
+_OP_WINDOW = 1 << 15
+
+
+def _cut_at(buf: bytes, base: int, offs: np.ndarray) -> tuple[list[bytes], int]:
+    """The events (rebuilt as ``{"name": ...}``) at file offsets ``offs`` (sorted) in ``buf``
+    (which starts at file offset ``base``), and how many offsets it could not finish."""
+    out: list[bytes] = []
+    n = len(buf)
+    for o in (offs - base).tolist():  # only the ops that launched kernels: a few per step
+        m = _ARGS.search(buf, o, min(n, o + _OP_WINDOW))
+        if m is None:
+            return out, len(offs) - len(out)
+        close = buf.find(b"}", m.end())
+        if close < 0:
+            return out, len(offs) - len(out)
+        out.append(b'{"name":"' + buf[o : close + 1] + b"}")
+    return out, 0
+
+
+def _read_indexed(path: Path, index: OpIndex, wanted: np.ndarray | None) -> list[bytes]:
+    keep = np.ones(len(index.offsets), bool) if wanted is None else np.isin(index.ext, wanted)
+    offs = np.sort(index.offsets[keep])
+    pieces: list[bytes] = []
+    base, tail = 0, b""
+    i = 0
+    for block in iter_file_bytes(path):
+        buf = tail + block if tail else block
+        hi = base + len(buf)
+        j = int(np.searchsorted(offs, hi - _OP_WINDOW, side="left")) if i < len(offs) else i
+        got, _left = _cut_at(buf, base, offs[i:j])
+        pieces.extend(got)
+        i += len(got)
+        cut = len(buf) if i >= len(offs) else max(0, min(int(offs[i]) - base, len(buf)))
+        tail = buf[cut:]
+        base += cut
+    if i < len(offs):
+        got, _left = _cut_at(tail, base, offs[i:])
+        pieces.extend(got)
+    return pieces
+
+
+def read_op_shapes(path: str | Path, index: OpIndex | None = None,
+                   wanted: np.ndarray | None = None) -> OpShapes:
+    """The cpu_op shapes of one Kineto file (``.json`` or ``.json.gz``).
+
+    With the ``index`` the main reader recorded, only the ops whose External id is in
+    ``wanted`` (all when None) are cut out at their offsets; without it the text is
+    searched for every cpu_op."""
+    if index is not None:
+        return _decode(_read_indexed(Path(path), index, wanted), str(path))
     pieces: list[bytes] = []
     tail = b""
     for block in iter_file_bytes(Path(path)):
@@ -250,4 +316,4 @@ def _capture_file(folder: Path) -> Path:
     return files[0]
 
 
-__all__ = ["GraphCapture", "OpShapes", "Signature", "read_graph_capture", "read_op_shapes"]
+__all__ = ["GraphCapture", "OpIndex", "OpShapes", "Signature", "read_graph_capture", "read_op_shapes"]
