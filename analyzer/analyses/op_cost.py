@@ -196,7 +196,7 @@ def _kv_write(sig: Signature) -> OpCost:
                   kv_write_bytes=moved)
 
 
-def _elementwise(sig: Signature) -> OpCost:
+def _elementwise(sig: Signature, out_args: bool = False) -> OpCost:
     ts = _tensors(sig)
     flat = [t for t in ts]
     for d in sig.dims:  # TensorList inputs (aten::cat)
@@ -210,7 +210,8 @@ def _elementwise(sig: Signature) -> OpCost:
     read = sum(_numel(t[1]) * (t[3] or es0) for t in flat)
     biggest = max(_numel(t[1]) for t in flat)
     label = next((t[2] for t in ts if t[2] in ("bf16", "fp16", "fp32", "fp8")), ts[0][2] if ts else "")
-    return OpCost(biggest, read + biggest * es0, dtype=label, shape=_shape_label(sig))
+    written = 0.0 if out_args else biggest * es0  # outputs passed as arguments are in ``read``
+    return OpCost(biggest, read + written, dtype=label, shape=_shape_label(sig))
 
 
 def _gather(sig: Signature) -> OpCost:
@@ -250,6 +251,8 @@ def op_cost(formula: str, name: str, sig: Signature) -> OpCost:
         return _kv_write(sig)
     if formula == "elementwise":
         return _elementwise(sig)
+    if formula == "out_args":
+        return _elementwise(sig, out_args=True)
     if formula == "gather":
         return _gather(sig)
     return OpCost(None, None, reason="no formula for this op")

@@ -215,6 +215,12 @@ def analyze_roofline(
     has_op = op_row >= 0
     name[has_op] = ops["name"].to_numpy(object)[op_row[has_op]]
     sig[has_op] = ops["sig"].to_numpy(np.int64)[op_row[has_op]]
+    roles = dict(zip(pd.unique(k["launch_name"]), runtime_role(list(pd.unique(k["launch_name"])))))
+    is_graph = k["launch_name"].map(roles).to_numpy() == "graph_launch"
+    # a graph launch's External id is the op that replayed the graph (a compiled region, a
+    # runner's forward), not the op of each kernel: those kernels are never given that op
+    has_op &= ~is_graph
+    name[is_graph], sig[is_graph] = "", -1
     inst = np.where(has_op, op_row, -1)
     source = np.where(has_op, "cpu_op", "").astype(object)
     if capture is not None:
@@ -225,8 +231,6 @@ def analyze_roofline(
         name[got], sig[got] = cn[got], cs[got]
         inst[got] = ci[got] + (int(op_row.max(initial=0)) + 1)  # disjoint from cpu-op rows
         source[got] = "graph_capture"
-    roles = dict(zip(pd.unique(k["launch_name"]), runtime_role(list(pd.unique(k["launch_name"])))))
-    is_graph = k["launch_name"].map(roles).to_numpy() == "graph_launch"
     why_none = np.where(is_graph, "graph-replayed kernel" + ("" if capture is not None else " (no graph capture given)"),
                         np.where(k["launch_ts"].to_numpy() < 0, "no runtime launch linked", "no CPU op linked"))
     k["op"], k["sig"], k["inst"], k["source"] = name, sig, inst, source
@@ -383,12 +387,13 @@ def _families(inst: pd.DataFrame, total_ns: float) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------
 
 
-def serving_figures(rf: Roofline, attr: StepAttribution, gpu: Any = None) -> dict[str, Any]:
+def serving_figures(rf: Roofline, attr: StepAttribution, gpu: Any = None, llm: bool = True) -> dict[str, Any]:
     """Prefill GEMM / attention TFLOP/s and decode KV bytes read from the op table.
 
     Only op calls with FLOPs (GEMM, attention) or KV bytes are used; ``*_coverage`` is the
-    share of that family's kernel time in those steps that had shapes. ``None`` when the
-    table has none for the phase."""
+    share of the phase's kernel time of that category (``gemm``, ``attention_prefill``) that
+    those op calls cover. ``None`` when the table has none for the phase. ``llm``: decode KV
+    figures only for an LLM run (not a diffusion pipeline)."""
     out: dict[str, Any] = {"gemm_tflops": None, "attention_tflops": None, "gemm_coverage": None,
                            "attention_coverage": None, "decode_kv_bytes_read": None,
                            "decode_kv_gbps": None, "decode_fraction_of_hbm": None}
@@ -403,13 +408,18 @@ def serving_figures(rf: Roofline, attr: StepAttribution, gpu: Any = None) -> dic
     ok = ops["flops"].notna().to_numpy()
     t = ops["time_ns"].to_numpy(float)
     fl = ops["flops"].to_numpy(float)
-    for key, family in (("gemm", "gemm"), ("attention", "attention")):
-        sel = (ph == "prefill") & (fam == family)
-        good = sel & ok
+    act = attr.act
+    ast = act["step"].to_numpy(np.int64)
+    aph = np.where(ast >= 0, phase[np.clip(ast, 0, len(phase) - 1)], "")
+    acat = act["category"].astype(str).to_numpy()
+    adur = act["dur_ns"].to_numpy(float)
+    for key, family, cat in (("gemm", "gemm", "gemm"), ("attention", "attention", "attention_prefill")):
+        good = (ph == "prefill") & (fam == family) & ok
         if good.any() and t[good].sum() > 0:
             out[f"{key}_tflops"] = float(fl[good].sum() / (t[good].sum() * 1e-9) / 1e12)
-            out[f"{key}_coverage"] = float(t[good].sum() / t[sel].sum())
-    dec = (ph == "decode") & (fam == "attention")
+            denom = float(adur[(aph == "prefill") & (acat == cat)].sum())
+            out[f"{key}_coverage"] = min(1.0, float(t[good].sum()) / denom) if denom else None
+    dec = (ph == "decode") & (fam == "attention") if llm else np.zeros(len(ops), bool)
     kv = ops["kv_read_bytes"].to_numpy(float)
     if dec.any() and np.isfinite(kv[dec]).any():
         d = ops[dec & np.isfinite(kv) & (kv > 0)]
@@ -427,26 +437,35 @@ def serving_figures(rf: Roofline, attr: StepAttribution, gpu: Any = None) -> dic
 
 
 def rank_roofline(trace: Any, attr: StepAttribution, shapes: Any, gpu: Any, capture: GraphCapture | None,
-                  prefill: dict[str, Any], kv: dict[str, Any], th: Mapping[str, Any]) -> dict[str, Any]:
+                  prefill: dict[str, Any], kv: dict[str, Any], th: Mapping[str, Any],
+                  llm: bool = True) -> dict[str, Any]:
     """The roofline section of one rank; also gives ``prefill`` and ``kv`` (the serving
     sections of that rank, changed in place) their shape-based figures and a ``*_source``
     for each: "shapes" (the recorded shapes), "model" (``--model`` / server_args) or None
     (could not tell). A model-based figure that a shape-based one replaces stays as
-    ``*_model``."""
+    ``*_model``. A shape-based rate that covers less than ``roofline.min_coverage`` of its
+    category's prefill kernel time (graph-replayed GEMMs without a capture) gives way to the
+    model-based one when there is one."""
     if isinstance(shapes, str):
         rf = unavailable(shapes)
     else:
         rf = analyze_roofline(trace, attr, shapes, gpu=gpu, capture=capture, thresholds=th["roofline"])
-    fig = serving_figures(rf, attr, gpu)
+    fig = serving_figures(rf, attr, gpu, llm)
+    min_cov = th["roofline"]["min_coverage"]
     why = rf.section["reason"] or "no prefill op of this family has shapes"
     for key in ("gemm", "attention"):
         name = f"{key}_tflops"
         model_val = prefill.get(name)
         prefill[f"{name}_model"] = model_val
-        if fig[name] is not None:
+        cov = fig[f"{key}_coverage"]
+        if fig[name] is not None and (cov is None or cov >= min_cov):
             prefill[name], prefill[f"{name}_source"] = fig[name], "shapes"
-            prefill[f"{name}_coverage"] = fig[f"{key}_coverage"]
+            prefill[f"{name}_coverage"] = cov
         else:
+            if fig[name] is not None:  # too little of the phase's time has shapes
+                prefill[f"{name}_partial"], prefill[f"{name}_coverage"] = fig[name], cov
+                why = (f"the recorded shapes cover only {100 * (cov or 0):.0f}% of the prefill "
+                       f"{key} kernel time (graph-replayed kernels: pass --graph-capture)")
             prefill[f"{name}_source"] = "model" if model_val is not None else None
             if model_val is None:
                 prefill[f"{name}_missing"] = f"no --model / server_args and {why}"
