@@ -54,7 +54,7 @@ class OpCost:
 
 def _numel(d: Any) -> float:
     if not isinstance(d, list) or not d or not all(isinstance(x, (int, float)) for x in d):
-        return 0.0 if not (isinstance(d, list) and d == []) else 0.0
+        return 0.0
     return float(math.prod(d))
 
 
@@ -236,7 +236,7 @@ def op_cost(formula: str, name: str, sig: Signature) -> OpCost:
         return _gemm(sig, 0, 1, b_is_nk=False)
     if formula == "linear":
         nk = name == "aten::linear"
-        return _gemm(sig, 0, 1, b_is_nk=True if nk else False, bias=2 if nk else None)
+        return _gemm(sig, 0, 1, b_is_nk=nk, bias=2 if nk else None)
     if formula == "weight_nk":
         return _gemm(sig, 0, 1, b_is_nk=None)
     if formula == "moe":

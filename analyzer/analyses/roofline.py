@@ -77,14 +77,16 @@ def _merge_shapes(shapes: Sequence[OpShapes]) -> tuple[pd.DataFrame, list[Signat
 def link_kernels(events: pd.DataFrame, act: pd.DataFrame, ops: pd.DataFrame) -> pd.DataFrame:
     """Per kernel row of ``act``: ``launch_name``, ``launch_corr_ts`` (the launch's start) and
     the linked ``op_row`` (-1 when none)."""
-    k = act[act["kind"].astype(str) == "kernel"][["ts_ns", "dur_ns", "name", "correlation", "category", "step"]].copy()
+    k = act[(act["kind"] == "kernel").to_numpy()][["ts_ns", "dur_ns", "name", "correlation", "category", "step"]].copy()
     k["row"] = np.arange(len(k))
     ev = events
     is_l = ev["kind"].isin(_LAUNCH_KINDS).to_numpy() & (ev["correlation"].to_numpy() >= 0)
+    names = ev["name"]  # categorical: take codes, then the few distinct names
+    cats = np.asarray(names.cat.categories, dtype=object)
     ln = pd.DataFrame({"launch_ts": ev["ts_ns"].to_numpy(np.int64)[is_l],
                        "correlation": ev["correlation"].to_numpy(np.int64)[is_l],
                        "external_id": ev["external_id"].to_numpy(np.int64)[is_l],
-                       "launch_name": ev["name"].astype(str).to_numpy()[is_l]})
+                       "launch_name": cats[names.cat.codes.to_numpy()[is_l]]})
     ln = ln.sort_values("launch_ts", kind="stable")
     k = k.sort_values("ts_ns", kind="stable")
     k = pd.merge_asof(k, ln, left_on="ts_ns", right_on="launch_ts", by="correlation", direction="backward")
@@ -118,7 +120,7 @@ def _map_graph_replays(k: pd.DataFrame, capture: GraphCapture, sig_offset: int) 
     g = k[is_g][["ts_ns", "correlation", "launch_ts"]].copy()
     g["pos"] = np.arange(len(g))
     g = g.sort_values(["launch_ts", "correlation", "ts_ns"], kind="stable")
-    rid, uniq = pd.factorize(pd.MultiIndex.from_arrays([g["launch_ts"], g["correlation"]]), sort=False)
+    rid, _ = pd.factorize(pd.MultiIndex.from_arrays([g["launch_ts"], g["correlation"]]), sort=False)
     g["replay"] = rid
     g["k"] = g.groupby("replay").cumcount().to_numpy()
     counts = np.bincount(rid)

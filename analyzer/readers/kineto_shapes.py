@@ -21,6 +21,7 @@ kernels launched one by one with their ops and shapes): for every capture (``...
 
 from __future__ import annotations
 
+import mmap
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from analyzer.readers.jsonstream import iter_file_bytes
+from analyzer.readers.jsonstream import GZIP_MAGIC, iter_file_bytes
 
 #: a cpu_op event's category, both schemas ("Operator" is the 2021 one)
 _CAT = re.compile(rb'"cat"\s*:\s*"(?:cpu_op|Operator)"')
@@ -159,6 +160,13 @@ def _cut_at(buf: bytes, base: int, offs: np.ndarray) -> tuple[list[bytes], int]:
 def _read_indexed(path: Path, index: OpIndex, wanted: np.ndarray | None) -> list[bytes]:
     keep = np.ones(len(index.offsets), bool) if wanted is None else np.isin(index.ext, wanted)
     offs = np.sort(index.offsets[keep])
+    with open(path, "rb") as fh:
+        plain = fh.read(2) != GZIP_MAGIC
+    if plain and len(offs):
+        # an uncompressed file is mapped: only the pages around the wanted ops are read
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            got, _left = _cut_at(mm, 0, offs)  # type: ignore[arg-type]
+            return got
     pieces: list[bytes] = []
     base, tail = 0, b""
     i = 0
