@@ -319,3 +319,47 @@ def test_reports_show_the_roofline(sglang_doc: dict) -> None:
     sec = next(s for s in report_sections(sglang_doc) if s.key == "roofline")
     assert sec.figure is not None and sec.table is not None and len(sec.table) >= 10
     assert "Roofline" in render(sglang_doc, "html")
+
+
+# --------------------------------------------------------------------------------------
+# decode KV bytes from shapes, without a model (synthetic trace: the shared traces have no
+# decode step whose attention op is linked)
+# --------------------------------------------------------------------------------------
+
+
+def _decode_trace(path: Path, layers: int = 2) -> None:
+    """One vLLM decode step: 4 requests with 4096 cached tokens in all, `layers` paged
+    attention calls (q [4, 32, 128], KV cache [blocks, 16, 8, 128], bf16), 50 us each."""
+    bf = "c10::BFloat16"
+    ev: list[dict] = [{"ph": "X", "cat": "user_annotation", "name":
+                       "execute_4_context_0(sq0sk0sqsq0sqsk0)_generation_4(sq4sk4096sqsq4sqsk4096)",
+                       "pid": 1, "tid": 1, "ts": 1000.0, "dur": 500.0, "args": {}}]
+    for i in range(layers):
+        t0 = 1010.0 + 100 * i
+        ev.append({"ph": "X", "cat": "cpu_op", "name": "vllm::unified_attention_with_output", "pid": 1,
+                   "tid": 1, "ts": t0, "dur": 20.0,
+                   "args": {"External id": 10 + i, "Input Dims": [[4, 32, 128], [900, 16, 8, 128],
+                                                                  [900, 16, 8, 128], [4, 32, 128], []],
+                            "Input type": [bf, bf, bf, bf, ""], "Concrete Inputs": ["", "", "", "", ""]}})
+        ev.append({"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1,
+                   "ts": t0 + 5, "dur": 5.0, "args": {"External id": 10 + i, "correlation": 100 + i}})
+        ev.append({"ph": "X", "cat": "kernel", "name": "kernel_unified_attention_2d", "pid": 0, "tid": 7,
+                   "ts": t0 + 20, "dur": 50.0, "args": {"External id": 10 + i, "correlation": 100 + i,
+                                                        "device": 0, "stream": 7}})
+    path.write_text(json.dumps({"schemaVersion": 1, "record_shapes": 1, "traceEvents": ev}))
+
+
+def test_decode_kv_bytes_from_shapes_without_a_model(tmp_path: Path) -> None:
+    p = tmp_path / "decode.json"
+    _decode_trace(p)
+    doc = analyze([p], gpu="h100").to_dict()
+    validate_report(doc)
+    kv = doc["serving"]["kv_cache"]["summary"]
+    per_layer = 4096 * 8 * (128 + 128) * 2  # KV tokens x Hkv x (Dk + Dv) x bf16
+    assert kv["bytes_read_source"] == "shapes"
+    assert kv["bytes_read"] == pytest.approx(2 * per_layer)
+    # two 50 us kernels, no overlap: 100 us of decode attention
+    assert kv["achieved_gbps"] == pytest.approx(2 * per_layer / 100e3, rel=1e-6)
+    assert kv["fraction_of_hbm"] == pytest.approx(kv["achieved_gbps"] / 3350, rel=1e-6)
+    g = doc["serving"]["roofline"]["summary"]["groups"][0]
+    assert g["count"] == 2 and g["flops"] == pytest.approx(2 * 2 * 32 * 256 * 4096)
