@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..model import CATEGORIES
+from .roofline import roofline_figure, roofline_note, roofline_table
 
 #: One colour per category, the same in every figure (mid-tone: legible on light and dark).
 CATEGORY_COLORS: dict[str, str] = {
@@ -608,89 +609,6 @@ def filter_kernels(df: pd.DataFrame, query: str) -> pd.DataFrame:
     for w in words:
         keep &= hay.str.contains(w, regex=False).to_numpy()
     return df[keep]
-
-
-# --------------------------------------------------------------------------------------
-# roofline (report["serving"]["roofline"]: op groups of the representative rank)
-# --------------------------------------------------------------------------------------
-
-FAMILY_COLORS: dict[str, str] = {
-    "gemm": "#4C78A8", "moe_gemm": "#9D755D", "attention": "#E45756", "kv_write": "#F58518",
-    "norm": "#72B7B2", "elementwise": "#54A24B", "other": "#8E8E93",
-}
-ROOF_DASH = {"fp4": "dot", "fp8": "dash", "bf16": "solid", "fp16": "solid", "tf32": "dashdot", "fp32": "longdash"}
-
-
-def _roofline(doc: Mapping[str, Any]) -> Mapping[str, Any]:
-    return (_serving(doc).get("roofline") or {}).get("summary") or {}
-
-
-def roofline_table(doc: Mapping[str, Any]) -> pd.DataFrame:
-    """Op groups (op + shapes) with count, time, share, achieved rates, intensity and bound;
-    then the kernels that have no op (by kernel name, with the reason)."""
-    rf = _roofline(doc)
-    rows = [{"op": g["op"], "family": g["family"], "shapes": g.get("shapes") or "", "dtype": g.get("dtype"),
-             "count": g["count"], "time (ms)": g["time_us"] * MS, "share": g["share"],
-             "TFLOP/s": g.get("tflops"), "TB/s": g.get("tbps"), "FLOP/byte": g.get("intensity"),
-             "roof fraction": g.get("roof_fraction"), "bound": g.get("bound"), "note": g.get("reason") or ""}
-            for g in rf.get("groups") or []]
-    rows += [{"op": "(kernel) " + k["kernel"], "family": "", "shapes": "", "dtype": None, "count": k["count"],
-              "time (ms)": k["time_us"] * MS, "share": k["share"], "TFLOP/s": None, "TB/s": None,
-              "FLOP/byte": None, "roof fraction": None, "bound": None, "note": k["reason"]}
-             for k in rf.get("by_kernel") or []]
-    return pd.DataFrame(rows)
-
-
-def roofline_figure(doc: Mapping[str, Any]) -> Any | None:
-    """Arithmetic intensity (FLOP/byte) vs achieved TFLOP/s, log-log: one point per op group
-    sized by its time, the GPU's roofs (HBM slope, then the peak of each dtype present)."""
-    rf = _roofline(doc)
-    pts = [g for g in rf.get("groups") or [] if g.get("intensity") and g.get("tflops")]
-    if not pts:
-        return None
-    go = _go()
-    fig = go.Figure()
-    xs = np.array([g["intensity"] for g in pts], float)
-    lo, hi = max(xs.min() / 4, 1e-2), max(xs.max() * 4, 10.0)
-    hbm = rf.get("hbm_tbps")
-    peaks = rf.get("peaks_tflops") or {}
-    dtypes = sorted({g.get("peak_dtype") for g in pts if g.get("peak_dtype")} or {"bf16"})
-    if hbm:
-        for dt in dtypes:
-            peak = peaks.get(dt)
-            if not peak:
-                continue
-            ridge = peak / hbm
-            x = np.array([lo, min(max(ridge, lo), hi), hi])
-            fig.add_trace(go.Scatter(x=x, y=np.minimum(peak, x * hbm), mode="lines",
-                                     line={"color": "#444", "width": 1.5, "dash": ROOF_DASH.get(dt, "solid")},
-                                     name=f"roof {dt}: {peak:g} TFLOP/s, {hbm:g} TB/s", hoverinfo="name"))
-    share = np.array([g["share"] for g in pts], float)
-    size = 8 + 40 * np.sqrt(share / max(share.max(), 1e-12))
-    fams = [g["family"] for g in pts]
-    for fam in dict.fromkeys(fams):
-        idx = [i for i, f in enumerate(fams) if f == fam]
-        fig.add_trace(go.Scatter(
-            x=xs[idx], y=[pts[i]["tflops"] for i in idx], mode="markers", name=fam,
-            marker={"size": size[idx], "color": FAMILY_COLORS.get(fam, "#8E8E93"), "opacity": 0.75,
-                    "line": {"width": 1, "color": "white"}},
-            text=[f"{pts[i]['op']}<br>{pts[i].get('shapes') or ''}<br>{pts[i]['count']} calls, "
-                  f"{pts[i]['time_us'] * MS:.2f} ms ({100 * pts[i]['share']:.1f}%)<br>"
-                  f"bound: {pts[i].get('bound') or '-'}" for i in idx],
-            hovertemplate="%{text}<br>%{x:.1f} FLOP/B, %{y:.1f} TFLOP/s<extra></extra>"))
-    _base_layout(fig, height=460, xtitle="arithmetic intensity (FLOP / byte)", ytitle="achieved TFLOP/s")
-    fig.update_xaxes(type="log")
-    fig.update_yaxes(type="log")
-    return fig
-
-
-def roofline_note(doc: Mapping[str, Any]) -> str | None:
-    rf = _roofline(doc)
-    if not rf:
-        return "No roofline in this report."
-    if not rf.get("available"):
-        return f"No roofline: {rf.get('reason')}."
-    return None
 
 
 # --------------------------------------------------------------------------------------
