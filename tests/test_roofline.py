@@ -363,3 +363,19 @@ def test_decode_kv_bytes_from_shapes_without_a_model(tmp_path: Path) -> None:
     assert kv["fraction_of_hbm"] == pytest.approx(kv["achieved_gbps"] / 3350, rel=1e-6)
     g = doc["serving"]["roofline"]["summary"]["groups"][0]
     assert g["count"] == 2 and g["flops"] == pytest.approx(2 * 2 * 32 * 256 * 4096)
+
+
+@needs_shared
+def test_shapes_replace_the_model_count_which_stays_as_model(tmp_path: Path) -> None:
+    cfg = tmp_path / "qwen3-8b"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,
+        "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+        "intermediate_size": 12288, "vocab_size": 151936, "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16"}))
+    pf = analyze([SGLANG], model=str(cfg)).to_dict()["serving"]["prefill"]["summary"]
+    assert pf["gemm_tflops_model"] == pytest.approx(598.7, abs=0.1)  # 2 x params x tokens
+    assert pf["gemm_tflops_source"] == "shapes" and pf["gemm_tflops"] == pytest.approx(507.7, abs=0.1)
+    # attention: the model's heads x head_dim and the q shape give the same count
+    assert pf["attention_tflops_model"] == pytest.approx(pf["attention_tflops"], rel=1e-6)

@@ -314,6 +314,7 @@ def analyze_roofline(
         if tb is not None and hbm_tbps and tb > th["max_hbm_multiple"] * hbm_tbps and (fl or 0) / max(by or 1, 1) < 50:
             # more than the HBM can move: the op does not read all its inputs (a fused gather)
             bound, frac, reason = None, None, "byte count above the HBM peak: not every input is read in full"
+            by = tb = inten = None  # an overstated byte count is not reported
         groups.append({
             "op": str(op_name)[:200], "family": fams[int(r.pair)], "shapes": c.shape, "dtype": c.dtype or None,
             "count": int(r.count), "kernels": int(r.kernels), "time_us": r.time_ns / 1e3,
