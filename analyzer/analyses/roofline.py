@@ -345,6 +345,8 @@ def analyze_roofline(
                        "capture trace, --graph-capture)")
     if gpu is None:
         missing.append("no GPU preset: rates are not compared with a peak (bound is missing)")
+    if not total_ns:
+        missing.append("no GPU kernels on the main device: nothing to put on the roofline")
     shown = groups[:MAX_GROUPS]
     rest = groups[MAX_GROUPS:]
     section = {
