@@ -238,11 +238,20 @@ def analyze_roofline(
     k["op"], k["sig"], k["inst"], k["source"] = name, sig, inst, source
 
     # ---- op instances: one row per op call (its kernels' time summed) ----
-    lk = k[k["inst"] >= 0]
-    inst_df = lk.groupby("inst", sort=False).agg(
-        op=("op", "first"), sig=("sig", "first"), time_ns=("dur_ns", "sum"), kernels=("dur_ns", "size"),
-        step=("step", "first"), source=("source", "first"), ts_ns=("ts_ns", "first"),
-        category=("category", "first")).reset_index()
+    sel = k["inst"].to_numpy() >= 0
+    inst_all = k["inst"].to_numpy()[sel]
+    order = np.argsort(inst_all, kind="stable")  # kernels of one call together, in time order
+    uniq, first = np.unique(inst_all[order], return_index=True)
+    take = np.flatnonzero(sel)[order[first]] if len(first) else np.zeros(0, np.int64)
+    dur_sorted = k["dur_ns"].to_numpy(np.int64)[np.flatnonzero(sel)[order]]
+    inst_df = pd.DataFrame({
+        "inst": uniq,
+        "op": k["op"].to_numpy(object)[take], "sig": k["sig"].to_numpy(np.int64)[take],
+        "time_ns": np.add.reduceat(dur_sorted, first) if len(first) else np.zeros(0, np.int64),
+        "kernels": np.diff(np.append(first, len(order))),
+        "step": k["step"].to_numpy(np.int64)[take], "source": k["source"].to_numpy(object)[take],
+        "ts_ns": k["ts_ns"].to_numpy(np.int64)[take],
+    })
     # costs per distinct (op, signature)
     pair_codes, pairs_u = pd.factorize(pd.MultiIndex.from_arrays([inst_df["op"], inst_df["sig"]]), sort=False)
     costs: list[OpCost] = []
@@ -291,11 +300,24 @@ def analyze_roofline(
     peak_cache: dict[str, tuple[float | None, str]] = {}
     hbm_tbps = float(gpu.hbm_gbps) / 1000.0 if gpu is not None else None
     groups = []
-    gdf = inst_df.groupby("pair", sort=False).agg(
-        count=("time_ns", "size"), kernels=("kernels", "sum"), time_ns=("time_ns", "sum"),
-        flops=("flops", lambda x: float(x.sum()) if x.notna().all() else np.nan),
-        bytes=("bytes", lambda x: float(x.sum()) if x.notna().all() else np.nan),
-        source=("source", "first")).reset_index()
+    # per (op, shapes) group: bincounts over the pair codes (a group's FLOPs are unknown when
+    # any of its calls' are)
+    npair = len(pairs_u)
+    pc = np.asarray(pair_codes, np.int64)
+
+    def _sum(v: np.ndarray) -> np.ndarray:
+        return np.bincount(pc, weights=np.nan_to_num(v.astype(float)), minlength=npair)
+
+    unknown_f = np.bincount(pc, weights=np.isnan(flops).astype(float), minlength=npair) > 0
+    unknown_b = np.bincount(pc, weights=np.isnan(nbytes).astype(float), minlength=npair) > 0
+    _, pfirst = np.unique(pc, return_index=True)
+    gdf = pd.DataFrame({
+        "pair": np.arange(npair), "count": np.bincount(pc, minlength=npair),
+        "kernels": _sum(inst_df["kernels"].to_numpy()).astype(np.int64),
+        "time_ns": _sum(inst_df["time_ns"].to_numpy()),
+        "flops": np.where(unknown_f, np.nan, _sum(flops)), "bytes": np.where(unknown_b, np.nan, _sum(nbytes)),
+        "source": inst_df["source"].to_numpy(object)[pfirst] if npair else np.zeros(0, object),
+    })
     for r in gdf.itertuples(index=False):  # one row per distinct (op, shapes): small
         c = costs[int(r.pair)]
         op_name, s = pairs_u[int(r.pair)]
@@ -374,16 +396,20 @@ def analyze_roofline(
 def _families(inst: pd.DataFrame, total_ns: float) -> list[dict[str, Any]]:
     if not len(inst):
         return []
-    ok = inst["flops"].notna() & inst["bytes"].notna()
-    out = []
-    for fam, sub in inst.groupby("family", sort=False):
-        t = float(sub["time_ns"].sum())
-        c = sub[ok.loc[sub.index]]
-        tc = float(c["time_ns"].sum())
-        out.append({"family": str(fam), "time_us": t / 1e3, "share": t / total_ns if total_ns else 0.0,
-                    "counted_share": tc / t if t else 0.0,
-                    "tflops": float(c["flops"].sum()) / (tc * 1e-9) / 1e12 if tc else None,
-                    "tbps": float(c["bytes"].sum()) / (tc * 1e-9) / 1e12 if tc else None})
+    codes, fams = pd.factorize(inst["family"], sort=False)
+    n = len(fams)
+    t = inst["time_ns"].to_numpy(float)
+    fl = inst["flops"].to_numpy(float)
+    by = inst["bytes"].to_numpy(float)
+    ok = ~np.isnan(fl) & ~np.isnan(by)
+    tt = np.bincount(codes, weights=t, minlength=n)
+    tc = np.bincount(codes, weights=np.where(ok, t, 0.0), minlength=n)
+    fc = np.bincount(codes, weights=np.where(ok, fl, 0.0), minlength=n)
+    bc = np.bincount(codes, weights=np.where(ok, by, 0.0), minlength=n)
+    out = [{"family": str(fams[j]), "time_us": tt[j] / 1e3, "share": tt[j] / total_ns if total_ns else 0.0,
+            "counted_share": tc[j] / tt[j] if tt[j] else 0.0,
+            "tflops": fc[j] / (tc[j] * 1e-9) / 1e12 if tc[j] else None,
+            "tbps": bc[j] / (tc[j] * 1e-9) / 1e12 if tc[j] else None} for j in range(n)]
     return sorted(out, key=lambda r: -r["time_us"])
 
 
