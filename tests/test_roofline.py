@@ -379,3 +379,21 @@ def test_shapes_replace_the_model_count_which_stays_as_model(tmp_path: Path) -> 
     assert pf["gemm_tflops_source"] == "shapes" and pf["gemm_tflops"] == pytest.approx(507.7, abs=0.1)
     # attention: the model's heads x head_dim and the q shape give the same count
     assert pf["attention_tflops_model"] == pytest.approx(pf["attention_tflops"], rel=1e-6)
+
+
+@needs_shared
+def test_cli_roofline_options(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "analyzer.cli", "analyze", str(VLLM), "--format", "json", "-o", str(out)]
+    done = subprocess.run([*cmd, "--graph-capture", str(CAPTURE), "--gpu", "mi300x"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rf = json.loads(out.read_text())["serving"]["roofline"]["summary"]
+    assert rf["capture"].endswith(".json.gz") and rf["linked_share"] == pytest.approx(1.0)
+    bad = subprocess.run([*cmd, "--graph-capture", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "graph capture" in bad.stderr
+    off = subprocess.run([*cmd, "--roofline", "off"], capture_output=True, text=True)
+    assert off.returncode == 0
+    assert json.loads(out.read_text())["serving"]["roofline"]["summary"]["available"] is False
