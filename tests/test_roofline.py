@@ -397,3 +397,19 @@ def test_cli_roofline_options(tmp_path: Path) -> None:
     off = subprocess.run([*cmd, "--roofline", "off"], capture_output=True, text=True)
     assert off.returncode == 0
     assert json.loads(out.read_text())["serving"]["roofline"]["summary"]["available"] is False
+
+
+@needs_shared
+def test_moe_without_weight_shapes_counted_from_the_model(tmp_path: Path) -> None:
+    cfg = tmp_path / "gpt-oss"
+    cfg.mkdir()
+    (cfg / "config.json").write_text(json.dumps({
+        "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 2880,
+        "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+        "intermediate_size": 2880, "num_local_experts": 32, "num_experts_per_tok": 4,
+        "vocab_size": 201088, "torch_dtype": "bfloat16"}))
+    doc = analyze([VLLM], gpu="mi300x", graph_capture=CAPTURE, model=str(cfg)).to_dict()
+    moe = next(g for g in doc["serving"]["roofline"]["summary"]["groups"] if g["op"] == "vllm::moe_forward")
+    # 24 calls of 8192 tokens x top-4 experts x gated MLP (3 x hidden x intermediate) x 2
+    assert moe["flops"] == pytest.approx(24 * 2 * 8192 * 4 * 3 * 2880 * 2880)
+    assert moe["flops_source"] == "model" and moe["bound"] == "compute"

@@ -50,6 +50,7 @@ class OpCost:
     kv_bytes_per_token: float = 0.0
     kv_read_bytes: float = 0.0
     kv_write_bytes: float = 0.0
+    from_model: bool = False  # counted from --model / server_args, not from the shapes
 
 
 def _numel(d: Any) -> float:
@@ -224,6 +225,25 @@ def _gather(sig: Signature) -> OpCost:
     return OpCost(0.0, 2 * moved, dtype=table[2], shape=_shape_label(sig))
 
 
+def moe_from_model(sig: Signature, model: Any) -> OpCost:
+    """A routed-expert MoE call counted from the model (its inputs carry no weights): tokens T
+    from the first tensor input, ``2 * T * top_k * 3 * hidden * moe_intermediate`` (gated
+    expert MLP: gate + up, down); bytes: the weights of min(E, T*k) experts + hidden in/out."""
+    ts = _tensors(sig)
+    e = int(getattr(model, "num_experts", 0) or 0)
+    k = int(getattr(model, "experts_per_token", 0) or 0)
+    h = int(getattr(model, "hidden_size", 0) or 0)
+    inter = int(getattr(model, "moe_intermediate_size", 0) or getattr(model, "intermediate_size", 0) or 0)
+    if not ts or not (e and k and h and inter):
+        return OpCost(None, None, reason="the op's inputs carry no expert weight shapes and the model is not MoE")
+    t = ts[0][1][0]
+    wbytes = float(getattr(model, "weight_bytes_per_param", 2) or 2)
+    flops = 2.0 * t * k * 3 * h * inter
+    nbytes = min(e, t * k) * 3 * h * inter * wbytes + 2 * t * h * ts[0][3]
+    return OpCost(flops, nbytes, dtype=ts[0][2], shape=_shape_label(sig), from_model=True,
+                  reason="FLOPs from the model (--model / server_args): the inputs carry no expert weights")
+
+
 def op_cost(formula: str, name: str, sig: Signature) -> OpCost:
     """FLOPs and bytes of one call of op ``name`` with shapes ``sig`` by ``formula``."""
     if not sig.dims:
@@ -258,4 +278,4 @@ def op_cost(formula: str, name: str, sig: Signature) -> OpCost:
     return OpCost(None, None, reason="no formula for this op")
 
 
-__all__ = ["DTYPES", "OpCost", "op_cost"]
+__all__ = ["DTYPES", "OpCost", "moe_from_model", "op_cost"]

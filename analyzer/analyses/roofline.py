@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.analyses.op_cost import OpCost, op_cost
+from analyzer.analyses.op_cost import OpCost, moe_from_model, op_cost
 from analyzer.analyses.phases import StepAttribution
 from analyzer.classify.ops import op_family, runtime_role
 from analyzer.readers.kineto_shapes import GraphCapture, OpShapes, Signature
@@ -201,8 +201,10 @@ def analyze_roofline(
     gpu: Any = None,
     capture: GraphCapture | None = None,
     thresholds: Mapping[str, Any] | None = None,
+    model: Any = None,
 ) -> Roofline:
-    """The per-op roofline of one rank (``shapes``: ``read_op_shapes`` of its files)."""
+    """The per-op roofline of one rank (``shapes``: ``read_op_shapes`` of its files).
+    ``model``: a ``ModelSpec`` for the MoE calls whose inputs carry no expert weights."""
     from analyzer.findings import load_thresholds
 
     th = dict(thresholds or load_thresholds()["roofline"])
@@ -261,6 +263,8 @@ def analyze_roofline(
         fams.append(fam.family or "other")
         if not fam.family:
             costs.append(OpCost(None, None, reason="op not in the op-family table"))
+        elif fam.formula == "none" and fam.family == "moe_gemm" and model is not None and s >= 0:
+            costs.append(moe_from_model(sigs[int(s)], model))
         elif fam.formula == "none" or s < 0:
             costs.append(OpCost(None, None, reason=fam.reason or "no shapes"))
         else:
@@ -343,7 +347,8 @@ def analyze_roofline(
             "share": r.time_ns / total_ns if total_ns else 0.0,
             "flops": fl, "bytes": by, "tflops": tf, "tbps": tb, "intensity": inten,
             "peak_tflops": peak, "peak_dtype": peak_dt or None, "roof_fraction": frac, "bound": bound,
-            "source": r.source, "reason": reason,
+            "source": r.source, "flops_source": ("model" if c.from_model else "shapes") if fl is not None else None,
+            "reason": reason,
         })
     groups.sort(key=lambda g: (-g["time_us"], g["op"], g["shapes"]))
     # ---- kernels without an op ----
@@ -469,7 +474,7 @@ def serving_figures(rf: Roofline, attr: StepAttribution, gpu: Any = None, llm: b
 
 def rank_roofline(trace: Any, attr: StepAttribution, shapes: Any, gpu: Any, capture: GraphCapture | None,
                   prefill: dict[str, Any], kv: dict[str, Any], th: Mapping[str, Any],
-                  llm: bool = True) -> dict[str, Any]:
+                  llm: bool = True, model: Any = None) -> dict[str, Any]:
     """The roofline section of one rank; also gives ``prefill`` and ``kv`` (the serving
     sections of that rank, changed in place) their shape-based figures and a ``*_source``
     for each: "shapes" (the recorded shapes), "model" (``--model`` / server_args) or None
@@ -480,7 +485,8 @@ def rank_roofline(trace: Any, attr: StepAttribution, shapes: Any, gpu: Any, capt
     if isinstance(shapes, str):
         rf = unavailable(shapes)
     else:
-        rf = analyze_roofline(trace, attr, shapes, gpu=gpu, capture=capture, thresholds=th["roofline"])
+        rf = analyze_roofline(trace, attr, shapes, gpu=gpu, capture=capture, thresholds=th["roofline"],
+                              model=model)
     fig = serving_figures(rf, attr, gpu, llm)
     min_cov = th["roofline"]["min_coverage"]
     why = rf.section["reason"] or "no prefill op of this family has shapes"

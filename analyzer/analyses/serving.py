@@ -283,7 +283,8 @@ def analyze_serving(
                                                       quadratic_gain=th["prefill"]["quadratic_gain"],
                                                       quadratic_share=th["prefill"]["quadratic_share"])})
         rf_ranks.append({"rank": r, **rank_roofline(t, a, shp, gpu_spec, graph_capture, pf_ranks[-1],
-                                                    kv_ranks[-1], th, llm=run.domain != "diffusion")})
+                                                    kv_ranks[-1], th, llm=run.domain != "diffusion",
+                                                    model=model_spec)})
         if not a.has_steps:
             abstained.append(f"rank {r}: could not tell phases because the trace has no step "
                              "annotations (step[..], execute_.., forward frames)")
