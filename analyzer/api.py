@@ -39,6 +39,8 @@ def analyze(
     server_args: Mapping[str, Any] | PathLike | None = None,
     progress: Progress | None = None,
     include_edges: bool = False,
+    roofline: str = "auto",
+    graph_capture: PathLike | None = None,
 ) -> Report:
     """Analyse traces and return a :class:`Report`.
 
@@ -47,6 +49,9 @@ def analyze(
     ``model`` / ``gpu``: presets or config paths used for KV traffic and roofline figures.
     ``metrics``: a saved Prometheus text from SGLang's ``/metrics`` (path) or a parsed object.
     ``server_args``: SGLang's server_args (dict or JSON path); found beside traces otherwise.
+    ``roofline``: "auto" reads the recorded shapes (a second, lazy pass over the file) when a
+    trace has ``record_shapes``; "on" always tries; "off" never. ``graph_capture``: the
+    CUDA-graph capture trace that maps graph-replayed kernels back to their ops.
     ``include_edges``: count the capture edges (idle before the first step's work and after
     the last step's, or around lone warm-up/teardown activity) as idle, as 0.1.0 did; by
     default they are reported apart as ``edge_us`` and left out of idle, shares and findings.
@@ -95,9 +100,13 @@ def analyze(
             "some traces have no GPU activity: their figures come from top-level CPU operators"
         )
 
+    from .analyses.roofline_inputs import roofline_inputs
+
+    shapes, capture = roofline_inputs(traceset.traces, roofline, graph_capture)
     result = analyze_serving(
         traceset.traces, by_rank, server_args=sargs, model=model, gpu=gpu, metrics=parsed_metrics,
         attributions=attributions, clues=clues, include_edges=include_edges,
+        op_shapes=shapes, graph_capture=capture,
     )
     inputs = [i for t in sorted(traceset.traces, key=lambda t: t.rank.rank) for i in InputInfo.from_trace(t)]
     return Report(

@@ -182,6 +182,12 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--include-edges", action="store_true",
                    help="count the capture edges (idle before the first step and after the last: "
                         "profiler warm-up/teardown) as idle instead of reporting them apart")
+    p.add_argument("--roofline", choices=("auto", "on", "off"), default="auto",
+                   help="per-op roofline from recorded shapes: auto = when the trace has "
+                        "record_shapes (default), on = always try, off = never")
+    p.add_argument("--graph-capture", metavar="PATH",
+                   help="CUDA-graph capture trace (file, or folder with execution_details.json) "
+                        "that maps graph-replayed kernels back to their ops and shapes")
     p.set_defaults(func=run_analyze)
 
 
@@ -199,7 +205,8 @@ def run_analyze(args: argparse.Namespace) -> int:
         report = analyze(
             args.paths, rules=args.rules, model=args.model, gpu=args.gpu,
             metrics=args.metrics, server_args=args.server_args, progress=bar,
-            include_edges=args.include_edges,
+            include_edges=args.include_edges, roofline=args.roofline,
+            graph_capture=args.graph_capture,
         )
     finally:
         bar.close()

@@ -176,6 +176,9 @@ class Trace:
     distributed_info: Mapping[str, Any] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: where the cpu_op events are in the file (``readers.kineto_shapes.OpIndex``) when the
+    #: compiled scanner read all of it; the lazy shapes pass then decodes only those it needs
+    op_index: Any = None
 
     @property
     def gpu(self) -> DeviceInfo | None:

@@ -53,7 +53,7 @@ _EXEC_INT_FIELDS = (
 )
 STEP_COLUMNS = (
     "step", "name", "mode", "phase", "attention", "bs", "tokens", "kv_tokens",
-    "ctx_reqs", "gen_reqs", "ctx_sqsk", "gen_sk", "host_start_ns", "host_end_ns",
+    "ctx_reqs", "gen_reqs", "ctx_sqsk", "gen_sk", "host_start_ns", "host_end_ns", "ctx_sqsq",
 )
 
 
@@ -190,13 +190,14 @@ def _steps_from_spans(ev: pd.DataFrame, pos: np.ndarray, modes: list[str], extra
                 "gen_reqs": f.get("gen_reqs", np.nan),
                 "ctx_sqsk": f.get("ctx_sqsk", np.nan),
                 "gen_sk": f.get("gen_sk", np.nan),
+                "ctx_sqsq": f.get("ctx_sqsq", np.nan),
                 "host_start_ns": int(start[j]),
                 "host_end_ns": int(end[j]),
             }
         )
     df = pd.DataFrame(rows, columns=[c for c in STEP_COLUMNS if c != "step"])
     df.insert(0, "step", np.arange(len(df), dtype=np.int64))
-    for c in ("bs", "tokens", "kv_tokens", "ctx_reqs", "gen_reqs", "ctx_sqsk", "gen_sk"):
+    for c in ("bs", "tokens", "kv_tokens", "ctx_reqs", "gen_reqs", "ctx_sqsk", "gen_sk", "ctx_sqsq"):
         df[c] = df[c].astype(float)
     # a decode step computes one new token per request
     dec = (df["phase"] == "decode") & df["tokens"].isna()
@@ -221,6 +222,7 @@ def _execute_fields(m: re.Match) -> dict[str, Any]:
         "gen_reqs": float(gen),
         "ctx_sqsk": float(f["ctx_sqsk"]) if has_kv else float("nan"),
         "gen_sk": float(f["gen_sk"]) if has_kv else float("nan"),
+        "ctx_sqsq": float(f["ctx_sqsq"]) if has_kv else float("nan"),
     }
 
 
@@ -320,7 +322,7 @@ def _enrich_with_execute(ev: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
     i = np.searchsorted(es, st, side="right") - 1
     ok = (i >= 0) & (st < ee[np.maximum(i, 0)])
     steps = steps.copy()
-    for col in ("ctx_reqs", "gen_reqs", "ctx_sqsk", "gen_sk"):
+    for col in ("ctx_reqs", "gen_reqs", "ctx_sqsk", "gen_sk", "ctx_sqsq"):
         vals = np.array([fields[j][col] for j in np.maximum(i, 0).tolist()]) if len(fields) else np.array([])
         steps[col] = np.where(ok, vals, steps[col].to_numpy(float))
     kv = np.array([fields[j]["kv_tokens_"] for j in np.maximum(i, 0).tolist()])
@@ -425,7 +427,7 @@ def _stage_step(stage: str, start: np.ndarray, end: np.ndarray) -> pd.DataFrame:
         "step": [0], "name": [f"stage {stage}"], "mode": [stage], "phase": [info["phase"]],
         "attention": [info["attention"]], "bs": [np.nan], "tokens": [np.nan],
         "kv_tokens": [np.nan], "ctx_reqs": [np.nan], "gen_reqs": [np.nan],
-        "ctx_sqsk": [np.nan], "gen_sk": [np.nan],
+        "ctx_sqsk": [np.nan], "gen_sk": [np.nan], "ctx_sqsq": [np.nan],
         "host_start_ns": [int(start.min()) if start.size else 0],
         "host_end_ns": [int(end.max()) if end.size else 0],
     })

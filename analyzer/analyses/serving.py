@@ -39,6 +39,7 @@ from analyzer.analyses.phases import (
     step_rows,
 )
 from analyzer.analyses.prefill import analyze_prefill
+from analyzer.analyses.roofline import rank_roofline
 from analyzer.analyses.tables import duration_groups
 from analyzer.findings import load_thresholds
 from analyzer.findings.detectors import detect
@@ -209,6 +210,8 @@ def analyze_serving(
     attributions: Sequence[StepAttribution] | None = None,
     clues: Sequence[Mapping[str, int]] | None = None,
     include_edges: bool = False,
+    op_shapes: Sequence[Any] | None = None,
+    graph_capture: Any = None,
 ) -> ServingAnalysis:
     """Serving diagnosis of classified traces (one per rank).
 
@@ -217,6 +220,8 @@ def analyze_serving(
     ``clues``: ``analyses.context.trace_clues`` of each trace, taken before the python frames
     were pruned (same order as ``traces``); without them the context comes from what is left.
     ``include_edges``: keep the capture edges in the idle time (``analyses/gaps.py``).
+    ``op_shapes``: per trace (same order), its ``OpShapes`` list or the reason it has none
+    (``analyses/roofline_inputs.py``); ``graph_capture``: a ``GraphCapture`` or None.
     """
     th = load_thresholds()
     abstained: list[str] = []
@@ -228,15 +233,19 @@ def analyze_serving(
         from analyzer.analyses.context import trace_clues
 
         clues = [trace_clues(t) for t in traces]
-    pairs = sorted(zip(traces, attributions), key=lambda p: p[0].rank.rank)
-    traces = [t for t, _ in pairs]
-    attrs = [a for _, a in pairs]
+    shapes_in = list(op_shapes) if op_shapes is not None else ["no shapes were read"] * len(traces)
+    pairs3 = sorted(zip(traces, attributions, shapes_in), key=lambda p: p[0].rank.rank)
+    traces = [t for t, _, _ in pairs3]
+    attrs = [a for _, a, _ in pairs3]
+    shapes_by = [s for _, _, s in pairs3]
     model_spec, why_model = resolve_model(model, server_args)
     gpu_spec, why_gpu = resolve_gpu(gpu, traces[0].gpu if traces else None)
     run = build_context(traces, clues, server_args, gpu_spec=gpu_spec, gpu_why=why_gpu)
     sizes = sizes_for_roles(run)
+    has_shapes = any(not isinstance(s, str) for s in shapes_by)
     if model_spec is None and run.workload in ("serving", "generate") and run.domain != "diffusion":
-        abstained.append(f"could not tell KV bytes or attention FLOPs because {why_model}")
+        abstained.append(f"could not tell KV bytes or attention FLOPs because {why_model}"
+                         + (" (figures that the recorded shapes give are used)" if has_shapes else ""))
     if gpu_spec is None:
         abstained.append(f"could not compare with the GPU's peak because {why_gpu}")
     tp_kv = sizes["tp"] or 1  # KV bytes per GPU: an unknown TP is said in "abstained"
@@ -249,8 +258,8 @@ def analyze_serving(
     xr["alignment"] = clock.to_dict()
     pipe = pipeline_context(traces, attrs, sizes, clock)  # None unless PP > 1
     waits = xr.pop("_wait_intervals", None)
-    figs, ph_ranks, gap_ranks, comm_ranks, kv_ranks, pf_ranks = [], [], [], [], [], []
-    for t, a in zip(traces, attrs):
+    figs, ph_ranks, gap_ranks, comm_ranks, kv_ranks, pf_ranks, rf_ranks = [], [], [], [], [], [], []
+    for t, a, shp in zip(traces, attrs, shapes_by):
         r = t.rank.rank
         gp = analyze_gaps(t.events, a, pp_size=sizes["pp"] or 1, server_args=server_args,
                           include_edges=include_edges,
@@ -273,6 +282,9 @@ def analyze_serving(
         pf_ranks.append({"rank": r, **analyze_prefill(a, model=model_spec, tp=tp_kv, pp=sizes["pp"] or 1,
                                                       quadratic_gain=th["prefill"]["quadratic_gain"],
                                                       quadratic_share=th["prefill"]["quadratic_share"])})
+        rf_ranks.append({"rank": r, **rank_roofline(t, a, shp, gpu_spec, graph_capture, pf_ranks[-1],
+                                                    kv_ranks[-1], th, llm=run.domain != "diffusion",
+                                                    model=model_spec)})
         if not a.has_steps:
             abstained.append(f"rank {r}: could not tell phases because the trace has no step "
                              "annotations (step[..], execute_.., forward frames)")
@@ -288,6 +300,7 @@ def analyze_serving(
         "phases": {"ranks": ph_ranks, "summary": ph_ranks[rep] if ph_ranks else {}},
         "prefill": {"ranks": pf_ranks, "summary": pf_ranks[rep] if pf_ranks else {}},
         "kv_cache": {"ranks": kv_ranks, "summary": kv_ranks[rep] if kv_ranks else {}},
+        "roofline": {"ranks": rf_ranks, "summary": rf_ranks[rep] if rf_ranks else {}},
         "communication": {"sizes": sizes, "ranks": comm_ranks,
                           "summary": comm_ranks[rep] if comm_ranks else {}},
         "skew": _jsonable(xr),

@@ -169,6 +169,11 @@ class GPUSpec:
     hbm_gbps: float
     bf16_tflops: float
     fp8_tflops: float | None = None
+    fp16_tflops: float | None = None  # dense matrix peaks per dtype (roofline); None: unknown
+    fp4_tflops: float | None = None
+    tf32_tflops: float | None = None
+    fp32_tflops: float | None = None
+    peaks_source: str = ""
     nvlink_gbps: float = 0.0
     network_gbps: float = 0.0
     gpus_per_node: int = 8
@@ -187,6 +192,17 @@ class GPUSpec:
             raise BadInputError(f"GPU {self.name!r}: fp8_tflops must be positive")
         if self.nvlink_gbps < 0 or self.network_gbps < 0:
             raise BadInputError(f"GPU {self.name!r}: link bandwidths cannot be negative")
+
+    def peak_tflops(self, dtype: str) -> tuple[float | None, str]:
+        """``(dense TFLOP/s, dtype it is quoted for)`` of the matrix units for ``dtype``
+        ("bf16", "fp16", "fp8", "fp4", "tf32", "fp32", ...); ``(None, "")`` when unknown.
+        int8 uses the fp8 rate, int4/fp4 the fp4 rate, fp16 falls back to bf16."""
+        dtype = {"int8": "fp8", "uint8": "fp8", "int4": "fp4", "fp64": "fp32"}.get(dtype, dtype)
+        table = {"bf16": self.bf16_tflops, "fp16": self.fp16_tflops or self.bf16_tflops,
+                 "fp8": self.fp8_tflops, "fp4": self.fp4_tflops, "tf32": self.tf32_tflops,
+                 "fp32": self.fp32_tflops}
+        v = table.get(dtype)
+        return (float(v), dtype) if v else (None, "")
 
     @property
     def memory_bytes(self) -> float:

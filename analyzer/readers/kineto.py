@@ -106,6 +106,7 @@ def read_kineto(
     fast = _fast_decoder(scanner, path)
     if fast is not None:
         decode = fast(decode, cols)
+        decode.splitter = splitter  # file offsets of the cpu_ops (kineto_shapes.OpIndex)
     try:
         for events, keys in splitter.iter_decoded(decode):  # type: ignore[misc]
             if isinstance(events, list):
@@ -144,7 +145,13 @@ def read_kineto(
     warnings: tuple[str, ...] = ()
     if len(events) == 0:
         warnings = (f"{path.name}: no complete ('X') events",)
+    op_index = None
+    if fast is not None and decode.op_complete:
+        from analyzer.readers.kineto_shapes import OpIndex
+
+        op_index = OpIndex.of(decode.op_offsets, decode.op_ext)
     return Trace(
+        op_index=op_index,
         rank=rank_info,
         events=events,
         sources=(SourceFile(path=str(path), format="kineto"),),

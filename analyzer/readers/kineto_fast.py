@@ -22,11 +22,14 @@ import msgspec
 import numpy as np
 import pandas as pd
 
+from analyzer.model import KINDS
 from analyzer.readers import kineto_scan as ks
 from analyzer.readers.kineto_columns import DTYPE_BYTES, Columns, SliceArgs
 from analyzer.readers.kineto_decode import ARG_DEFAULT, COLLECTIVE_KEY, SliceDecoder, as_int
 
 __all__ = ["FastSliceDecoder", "ScannedSlice", "StringTable"]
+
+_CPU_OP = KINDS.index("cpu_op")
 
 class _Collision(Exception):
     """The slice goes to msgspec: two different strings with the same first hash (never
@@ -139,6 +142,11 @@ class FastSliceDecoder:
         self._collectives = StringTable(cols.collectives.__getitem__)
         self._pg_names = StringTable(cols.pg_names.__getitem__)
         self._dtype_sizes = StringTable(lambda d: DTYPE_BYTES.get(d.lower(), -1))
+        # where each cpu_op's name starts in the file (``OpIndex``, for the lazy shapes pass)
+        self.splitter: Any = None
+        self.op_offsets: list[np.ndarray] = []
+        self.op_ext: list[np.ndarray] = []
+        self.op_complete = True
 
     def __call__(self, piece: memoryview, buf: bytearray, lo: int, hi: int) -> Any:
         while True:
@@ -150,12 +158,13 @@ class FastSliceDecoder:
             keys = self.fallback.collective_seen() if collective else self.fallback.keys
             a = np.frombuffer(piece, dtype=np.uint8)
             try:
-                return self._columns(a, n, keys), keys
+                return self._columns(a, n, keys, lo), keys
             except _Collision:
                 pass  # msgspec decodes this slice
+        self.op_complete = False  # its cpu_ops have no recorded offsets
         return self.fallback(piece, buf, lo, hi)
 
-    def _columns(self, a: np.ndarray, n: int, keys: frozenset[str]) -> ScannedSlice:
+    def _columns(self, a: np.ndarray, n: int, keys: frozenset[str], lo: int = 1) -> ScannedSlice:
         out = self.out
         kind = self._kinds.values(a, *_string(out, ks.CAT, n)).astype(np.int8)
         name = self._names.values(a, *_string(out, ks.NAME, n)).astype(np.int32)
@@ -168,6 +177,14 @@ class FastSliceDecoder:
             pg = self._pg_names.values(a, *_string(out, ks.FIELDS["pg_name"], n))
             collective = (coll.astype(np.int32), end > start, size, pg.astype(np.int32))
         first_arg = ks.FIELDS["device"]
+        cpu = kind == _CPU_OP
+        if self.splitter is not None and cpu.any():
+            # piece[p] is buf[lo - 1 + p]; buf[0] is file byte total_bytes - end
+            base = self.splitter.total_bytes - self.splitter.end + lo - 1
+            self.op_offsets.append(base + out[ks.NAME + 2, :n][cpu])
+            ext = out[ks.FIELDS["external_id"], :n][cpu]
+            old = out[ks.FIELDS["external_id_old"], :n][cpu]
+            self.op_ext.append(np.where(ext >= 0, ext, old))
         return ScannedSlice(
             n=n,
             ts_ns=out[ks.TS, :n],

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..model import CATEGORIES
+from .roofline import roofline_figure, roofline_note, roofline_table
 
 #: One colour per category, the same in every figure (mid-tone: legible on light and dark).
 CATEGORY_COLORS: dict[str, str] = {
@@ -656,6 +657,11 @@ def report_sections(doc: Mapping[str, Any]) -> list[Section]:
         ("skew", "Cross-rank skew",
          "Each figure per rank against the median rank; red = more time than the median.",
          skew_figure, no_table, None),
+        ("roofline", "Roofline: per op and shapes",
+         ("From the recorded shapes (record_shapes): each point is one op with one set of input "
+          "shapes, sized by its kernel time; lines are the GPU's roofs (HBM bandwidth, then the "
+          "peak of the op's dtype). Ops without FLOPs (KV writes, copies) are in the table only."),
+         roofline_figure, roofline_table, None),
         ("kernels", "Top kernels",
          "Per rank, biggest total time first (the report keeps each rank's top kernels).",
          no_fig, kernels_table, "No kernels in the inputs."),
@@ -667,6 +673,8 @@ def report_sections(doc: Mapping[str, Any]) -> list[Section]:
         table = _none_if_empty(_guard(lambda f=table_fn: f(doc), errors))
         if key == "skew":
             note = (_guard(lambda: skew_note(doc), errors) if n_ranks >= 2 else "Needs two or more ranks.")
+        elif key == "roofline":
+            note = _guard(lambda: roofline_note(doc), errors)
         else:
             note = None if (fig is not None or table is not None) else empty_note
         if errors:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .format import alignment_line, context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
+from .roofline import roofline_markdown
 
 
 def _cell(text: str) -> str:
@@ -77,6 +78,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out.append("|---|---:|---:|---:|")
     for name, c in s["categories"].items():
         out.append(f"| {name} | {fmt_us(c['time_us'])} | {fmt_share(c['share'])} | {c['count']} |")
+    out.extend(roofline_markdown(doc))
     out.append("")
     out.append("## Per rank")
     out.append("")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .format import alignment_line, context_line, edge_note, evidence_items, fmt_share, fmt_us, short_name
+from .roofline import roofline_lines
 
 
 def render_text(doc: dict[str, Any]) -> str:
@@ -55,6 +56,7 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append(
             f"  communication exposed {fmt_us(comm['exposed_us'])}, overlapped {fmt_us(comm['overlapped_us'])}"
         )
+    lines.extend(roofline_lines(doc))
     lines.append("")
     lines.append("Per rank")
     lines.append(f"  {'rank':>4} {'dev':>3}  {'wall':>9} {'busy':>9} {'idle':>6} {'edge':>9} {'comm':>9} {'exposed':>9}  gpu")
