@@ -1,0 +1,179 @@
+"""``--fail-on`` for ``trace-analyzer diff``: regression gates over a diff dict.
+
+    NAME OP VALUE      OP: > >= < <=
+    VALUE: +5% (relative change), +2ms / -300us / +1s / 500ns (absolute change), 3 (a count)
+    finding:new        any finding that the base run does not have (finding:new:<id> for one)
+
+Absolute changes of run totals are summed over ranks, per run; step metrics
+(``decode_step_p50``) are per step. A step metric is breached only when the change is also
+significant (``diff.stats``): a 5% swing in three noisy steps does not fail a build.
+
+    >>> parse_gate("decode_step_p50>+5%").value, parse_gate("busy>+10%").relative
+    (0.05, True)
+    >>> parse_gate("communication.exposed>+2ms").value
+    2000.0
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..model import CATEGORIES, COLLECTIVES, BadInputError
+from .compute import CAUSES, TOTALS
+
+PHASES = ("prefill", "decode", "mixed", "idle", "verify", "draft", "unknown")
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
+}
+_UNITS = {"ns": 1e-3, "us": 1.0, "µs": 1.0, "ms": 1e3, "s": 1e6}
+_EXPR = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_:.-]*)\s*(>=|<=|>|<)\s*([+-]?[0-9.eE]+)\s*(%|ns|us|µs|ms|s)?\s*$")
+_STEP = re.compile(r"^(?:(\w+?)_)?step_(p50|p90)$")
+
+
+def valid_names() -> list[str]:
+    """Every NAME a gate may use (the finding and phase ones as patterns)."""
+    names = [*TOTALS, *(f"idle.{c}" for c in CAUSES), *CATEGORIES, "communication",
+             "communication.exposed", *(f"communication.{c}" for c in COLLECTIVES),
+             *(f"communication.{c}.exposed" for c in COLLECTIVES), "step_p50", "step_p90",
+             *(f"{p}_step_{q}" for p in PHASES for q in ("p50", "p90")),
+             *(f"{p}_busy" for p in PHASES),
+             "kernels.added", "kernels.removed", "kernels.slower", "kernels.faster",
+             "finding:new", "finding:new:<id>", "finding:<id>"]
+    return list(dict.fromkeys(names))
+
+
+def names_help() -> str:
+    """The valid names, compactly, for error messages."""
+    return ("; ".join([
+        ", ".join(TOTALS), "idle.<" + "|".join(CAUSES) + ">", "a category (" + ", ".join(CATEGORIES) + ")",
+        "communication[.exposed]", "communication.<" + "|".join(COLLECTIVES) + ">[.exposed]",
+        "step_p50, step_p90, <phase>_step_p50|p90, <phase>_busy (phase: " + ", ".join(PHASES) + ")",
+        "kernels.<added|removed|slower|faster>", "finding:new, finding:new:<id>, finding:<id>",
+    ]))
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One parsed expression."""
+
+    expr: str
+    name: str
+    op: str | None = None
+    value: float = 0.0
+    relative: bool = False
+    absolute: bool = False  # a time (µs) rather than a count or share
+
+
+def _known(name: str) -> bool:
+    if name.startswith("finding:"):
+        return len(name) > len("finding:")
+    m = _STEP.match(name)
+    if m:
+        return m.group(1) is None or m.group(1) in PHASES
+    return name in valid_names()
+
+
+def parse_gate(expr: str) -> Gate:
+    """Parse one ``--fail-on`` expression; :class:`BadInputError` names the valid names."""
+    text = expr.strip()
+    if text == "finding:new" or text.startswith("finding:new:"):
+        return Gate(expr=expr, name=text)
+    m = _EXPR.match(text)
+    if not m:
+        raise BadInputError(
+            f"bad --fail-on expression {expr!r}: expected NAME>VALUE, e.g. busy>+10% , "
+            "communication.exposed>+2ms or finding:new")
+    name, op, raw, unit = m.groups()
+    if not _known(name):
+        raise BadInputError(f"unknown --fail-on name {name!r}; use one of: {names_help()}")
+    try:
+        num = float(raw)
+    except ValueError:
+        raise BadInputError(f"bad number in --fail-on {expr!r}") from None
+    if unit == "%":
+        return Gate(expr, name, op, num / 100, relative=True)
+    if unit:
+        return Gate(expr, name, op, num * _UNITS[unit], absolute=True)
+    return Gate(expr, name, op, num)
+
+
+def _figure(diff: Mapping[str, Any], name: str) -> tuple[Mapping[str, Any] | None, dict[str, Any] | None]:
+    """The ``{base, new, delta, rel}`` a name points at and, for step metrics, the test."""
+    if name in TOTALS:
+        return diff["totals"][name], None
+    if name.startswith("idle."):
+        return diff["idle_by_cause"].get(name[5:]), None
+    if name in CATEGORIES:
+        c = diff["categories"].get(name)
+        return (c["time_us"] if c else None), None
+    if name.startswith("communication"):
+        parts = name.split(".")
+        comm = diff["communication"]
+        if len(parts) == 1:
+            return comm["time_us"], None
+        if parts[1] == "exposed":
+            return comm["exposed_us"], None
+        c = comm["by_collective"].get(parts[1])
+        if c is None:
+            return None, None
+        return (c["exposed_us"] if len(parts) > 2 else c["time_us"]), None
+    m = _STEP.match(name)
+    if m:
+        ph = diff["phases"].get(m.group(1) or "all")
+        if ph is None:
+            return None, None
+        return ph[f"step_{m.group(2)}_us"], ph["test"]
+    if name.endswith("_busy"):
+        ph = diff["phases"].get(name[:-5])
+        return (ph["gpu_busy_us"] if ph else None), None
+    if name.startswith("finding:"):
+        fid = name[8:]
+        f = diff["findings"]
+        for row in f["appeared"] + f["disappeared"] + f["changed"]:
+            if row["id"] == fid:
+                return row["time_us"], None
+        return None, None
+    return None, None
+
+
+def evaluate(diff: Mapping[str, Any], gate: Gate) -> dict[str, Any]:
+    """``{expr, breached, measured, note}`` for one gate on one diff."""
+    out: dict[str, Any] = {"expr": gate.expr, "breached": False, "measured": None, "note": None}
+    if gate.name.startswith("finding:new"):
+        want = gate.name[len("finding:new:"):] if gate.name.startswith("finding:new:") else None
+        new_ids = [r["id"] for r in diff["findings"]["appeared"] if want in (None, r["id"])]
+        out.update(breached=bool(new_ids), measured=new_ids)
+        return out
+    if gate.name.startswith("kernels."):
+        n = diff["kernels"]["counts"][gate.name.split(".", 1)[1]]
+        out.update(measured=n, breached=_OPS[gate.op](n, gate.value))  # type: ignore[index]
+        return out
+    fig, test = _figure(diff, gate.name)
+    if fig is None or fig.get("delta") is None:
+        out["note"] = "not in either run"
+        return out
+    if gate.relative:
+        rel = fig["rel"]
+        value = rel if rel is not None else (float("inf") if fig["delta"] > 0 else float("-inf"))
+        out["measured"] = None if rel is None else round(rel, 6)
+    elif gate.absolute:
+        value = fig["delta"]
+        out["measured"] = round(value, 3)
+    else:  # a plain number: the change as a fraction (same as %)
+        value = fig["rel"] if fig["rel"] is not None else float("inf")
+        out["measured"] = fig["rel"]
+    hit = _OPS[gate.op](value, gate.value)  # type: ignore[index]
+    if hit and test is not None and not test["significant"]:
+        out["note"] = f"not significant ({test['reason']})"
+        hit = False
+    out["breached"] = bool(hit)
+    return out
+
+
+def check_gates(diff: Mapping[str, Any], exprs: Sequence[str]) -> list[dict[str, Any]]:
+    """Evaluate every expression (parse errors raise :class:`BadInputError`)."""
+    return [evaluate(diff, parse_gate(e)) for e in exprs]
