@@ -47,11 +47,9 @@ def read_report(path: Path) -> dict[str, Any] | None:
             doc = json.load(fh)
     except (OSError, ValueError) as exc:
         raise BadInputError(f"cannot read report {path}: {exc}") from None
-    if not is_report(doc):
-        return None
-    if doc.get("kind") == "diff":
+    if isinstance(doc, Mapping) and doc.get("kind") == "diff":
         raise BadInputError(f"{path} is a diff, not a report: give a report or traces")
-    return doc
+    return doc if is_report(doc) else None
 
 
 def load_side(path: str | Path, **analyze_kwargs: Any) -> tuple[dict[str, Any], str]:

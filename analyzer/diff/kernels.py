@@ -51,7 +51,7 @@ def compare_kernels(base: Mapping[str, Any], new: Mapping[str, Any], *, unit_bas
     rn, wn = kernel_rows(new)
     warnings = [f"{side}: {w}" for side, w in (("base", wb), ("new", wn)) if w]
     b, n = _frame(rb), _frame(rn)
-    df = b.join(n, how="outer", lsuffix="_base", rsuffix="_new")
+    df = b.add_suffix("_base").join(n.add_suffix("_new"), how="outer")
     df["category"] = df["category_new"].fillna(df["category_base"])
     df["example"] = df["example_new"].fillna(df["example_base"])
     for c in ("time_us", "count"):
