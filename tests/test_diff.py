@@ -227,7 +227,22 @@ def test_synthetic_2pct_in_500_noisy_steps_is_significant_in_3_steps_not():
     assert step_test(synthetic_steps(500, 10_000, 0.02, 3), synthetic_steps(500, 10_000, 0.02, 4))["significant"] is False
 
 
-def test_synthetic_permutation_fallback_agrees_and_is_reproducible():
+def test_synthetic_mann_whitney_matches_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from analyzer.diff.stats import _mann_whitney
+
+    rng = np.random.default_rng(7)
+    for n1, n2 in [(3, 3), (3, 5), (8, 8), (9, 4), (2, 8), (8, 150), (50, 60), (500, 400)]:
+        for k in range(6):
+            a = rng.normal(0, 1, n1)
+            b = rng.normal(rng.uniform(-1, 1), 1, n2)
+            if k % 2:  # ties: the asymptotic branch with the tie correction
+                a, b = np.round(a, 1), np.round(b, 1)
+            want = scipy_stats.mannwhitneyu(a, b, alternative="two-sided").pvalue
+            assert _mann_whitney(a, b) == pytest.approx(want, rel=1e-9, abs=1e-12), (n1, n2, k)
+
+
+def test_synthetic_permutation_cross_check_agrees_and_is_reproducible():
     b, n = synthetic_steps(300, 10_000, 0.02, 5), synthetic_steps(300, 10_200, 0.02, 6)
     assert _permutation(b, n) < 0.05
     assert _permutation(b, n) == _permutation(b, n)  # fixed seed
