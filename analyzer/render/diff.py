@@ -133,7 +133,8 @@ def _gate_lines(diff: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _evidence(v: Mapping[str, Any]) -> str:
+def verdict_evidence(v: Mapping[str, Any]) -> str:
+    """One line of evidence for a verdict item."""
     ev = v["evidence"]
     parts = []
     for key, val in ev.items():
@@ -169,7 +170,7 @@ def render_diff_text(diff: Mapping[str, Any]) -> str:
         lines.append("  no significant change")
     for i, v in enumerate(diff["verdict"], 1):
         lines.append(f"  {i}. {v['kind']:<11} {v['title']}  [{v['id']}]")
-        lines.append(f"     evidence: {_evidence(v)}")
+        lines.append(f"     evidence: {verdict_evidence(v)}")
     for t in diff_tables(diff):
         lines += ["", t.title]
         if t.rows:
@@ -200,7 +201,7 @@ def render_diff_markdown(diff: Mapping[str, Any]) -> str:
     if not diff["verdict"]:
         out.append("No significant change.")
     for i, v in enumerate(diff["verdict"], 1):
-        out.append(f"{i}. **{_md(v['title'])}** (`{v['id']}`, {v['kind']}): {_md(_evidence(v))}")
+        out.append(f"{i}. **{_md(v['title'])}** (`{v['id']}`, {v['kind']}): {_md(verdict_evidence(v))}")
     for t in diff_tables(diff):
         out += ["", f"## {t.title}", ""]
         if t.rows:
@@ -231,7 +232,7 @@ def render_diff_html(diff: Mapping[str, Any]) -> str:
     for i, v in enumerate(diff["verdict"], 1):
         cards.append(f'<article class="card sev-{"high" if v["kind"] == "regression" else "info"}" data-verdict-id="{escape(v["id"])}">'
                      f"<h3>{i}. {escape(v['title'])}</h3><p><code>{escape(v['id'])}</code> · {v['kind']}</p>"
-                     f"<p>{escape(_evidence(v))}</p></article>")
+                     f"<p>{escape(verdict_evidence(v))}</p></article>")
     body.append('<section class="view" id="view-verdict"><h2>Verdict</h2>'
                 + ("".join(cards) or "<p>No significant change.</p>") + "</section>")
     for key, title, fig in figs:
