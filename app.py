@@ -301,7 +301,7 @@ def compare_page() -> None:
     st.subheader(page.headline)
     st.caption(page.subtitle)
     for col, m in zip(st.columns(len(page.metrics)), page.metrics):
-        col.metric(m.label, m.value, help=m.help, border=True)
+        col.metric(m.label, m.value, delta=m.delta, delta_color="inverse", help=m.help, border=True)
     with st.container(horizontal=True):
         for d in page.downloads:
             st.download_button(f"Download {d.label}", data=d.data, file_name=d.file_name, mime=d.mime,

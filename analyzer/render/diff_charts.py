@@ -72,7 +72,13 @@ def kernel_delta_figure(diff: Mapping[str, Any], n: int = KERNEL_BARS) -> Any | 
     if not rows:
         return None
     go = _go()
-    names = [f"{r['name'][:60]} ({s})" for r, s in rows]
+    names: list[str] = []
+    for r, s in rows:  # bars are keyed by label: keep both ends of a long name, never merge two
+        nm = r["name"] if len(r["name"]) <= 60 else f"{r['name'][:44]}…{r['name'][-15:]}"
+        label = f"{nm} ({s})"
+        while label in names:
+            label += " "
+        names.append(label)
     fig = go.Figure(go.Bar(
         y=names, x=[r["delta_us"] * MS for r, _ in rows], orientation="h",
         marker_color=[SLOWER_COLOR if r["delta_us"] > 0 else FASTER_COLOR for r, _ in rows],

@@ -21,11 +21,22 @@ from ..model import BadInputError
 from ..render import charts
 from ..render.diff import diff_tables, fmt_delta_us, fmt_rel, render_diff, verdict_evidence
 from ..render.diff_charts import diff_figures
-from .page import Download, Metric
+from ..render.format import fmt_us
+from .page import Download
 from .session import OnProgress, Options, run_analysis
 from .uploads import Limits, Upload, check_sizes, prepared_inputs
 
 KIND_COLORS = {"regression": "red", "improvement": "green"}
+
+
+@dataclass(frozen=True)
+class DeltaMetric:
+    """A headline figure: the new run's value, and its change from the base (more time = worse)."""
+
+    label: str
+    value: str
+    delta: str
+    help: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,7 @@ class ComparePage:
     headline: str
     subtitle: str
     changed: bool
-    metrics: list[Metric]
+    metrics: list[DeltaMetric]
     cards: list[VerdictCard]
     warnings: list[str]
     sections: list[charts.Section]
@@ -82,8 +93,9 @@ def compare_sides(base: tuple[dict[str, Any], str], new: tuple[dict[str, Any], s
     return compare(base[0], new[0], labels=labels, sources=(base[1], new[1]))
 
 
-def _metric(label: str, d: Mapping[str, Any], help_: str) -> Metric:
-    return Metric(label, f"{fmt_delta_us(d['delta'])} ({fmt_rel(d['rel'], d['delta'])})", help_)
+def _metric(label: str, d: Mapping[str, Any], help_: str) -> DeltaMetric:
+    return DeltaMetric(label, fmt_us(d["new"]), f"{fmt_delta_us(d['delta'])} ({fmt_rel(d['rel'], d['delta'])})",
+                       f"{help_}; base {fmt_us(d['base'])}")
 
 
 def _table_frame(rows: list[list[str]], columns: list[str]) -> pd.DataFrame:
