@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from reference import merged_length
 
 from analyzer.analyses.kernel_table import kernel_family, normalize_kernel_name
 from analyzer.diff import compare, diff_paths, parse_gate, validate_diff
@@ -21,20 +22,19 @@ from analyzer.diff.stats import _permutation, step_test
 from analyzer.model import BadInputError
 from analyzer.render.diff import render_diff
 
-from reference import merged_length
-
 GPU_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
 RECSYS = "kineto/hta_recsys_2ranks"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "analyzer.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "analyzer.cli", *args], check=False,
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def independent(path: Path) -> dict:
     """Busy and NCCL union (µs), and kernel names with summed durations, from plain gzip+json."""
-    data = json.load(gzip.open(path))
+    with gzip.open(path) as fh:
+        data = json.load(fh)
     acts, comm, names = [], [], {}
     for ev in data["traceEvents"]:
         if ev.get("ph") != "X" or ev.get("cat") not in GPU_CATS:
@@ -181,6 +181,34 @@ def test_cli_gate_typo_and_bad_input_exit_2(shared_traces, tmp_path):
     bad.write_text("not json")
     r = run_cli("diff", path, str(bad))
     assert r.returncode == 2
+
+
+def test_gate_on_a_finding_time_and_kernel_counts(recsys):
+    _, _, diff = recsys
+    by_id = diff["findings"]["by_id"]
+    fid = next(i for i in by_id if by_id[i]["time_us"]["delta"] > 0)
+    rel = by_id[fid]["time_us"]["rel"]
+    assert check_gates(diff, [f"finding:{fid}>+{rel * 100 * 0.9:.3f}%"])[0]["breached"] is True
+    assert check_gates(diff, [f"finding:{fid}>+{rel * 100 * 1.1:.3f}%"])[0]["breached"] is False
+    n = diff["kernels"]["counts"]["slower"]
+    assert check_gates(diff, [f"kernels.slower>={n}", f"kernels.slower>{n}"])[0]["breached"] is True
+    assert check_gates(diff, [f"kernels.slower>{n}"])[0]["breached"] is False
+    assert check_gates(diff, ["decode_step_p50>+1%"])[0]["note"] == "not in either run"
+
+
+def test_nsight_export_diffs_with_itself_and_against_kineto(shared_traces, tmp_path):
+    nsys = shared_traces / "nsys" / "nsys2026_torchrun_2gpu_flash_nccl.sqlite"
+    r = run_cli("diff", str(nsys), str(nsys), "--fail-on", "busy>+0%", "--fail-on", "kernels.added>0")
+    assert r.returncode == 0, r.stderr
+    assert "no significant change" in r.stdout
+    kin = shared_traces / "kineto" / "hf_qwen1.5-0.5b_h100_generate.json.gz"
+    out = tmp_path / "d.json"
+    r = run_cli("diff", str(nsys), str(kin), "-f", "json", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    validate_diff(doc)
+    assert doc["basis"]["unit"] == "run" and any("rank counts" in w for w in doc["warnings"])
+    assert "engine" in doc["context"]["differs"]
 
 
 def test_every_format_renders(recsys):

@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .compute import DIFF_SCHEMA_VERSION, compare, delta
 from .gate import Gate, check_gates, parse_gate, valid_names

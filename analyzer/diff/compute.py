@@ -177,6 +177,7 @@ def _findings(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]
                                                        or fb[i][1]["severity"] != fn[i][1]["severity"])],
         "unchanged": [i for i in fn if i in fb and fb[i][0] == fn[i][0]
                       and fb[i][1]["severity"] == fn[i][1]["severity"]],
+        "by_id": {i: row(i) for i in sorted(set(fb) | set(fn))},
     }
 
 

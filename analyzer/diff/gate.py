@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..model import CATEGORIES, COLLECTIVES, BadInputError
 from .compute import CAUSES, TOTALS
@@ -131,12 +131,8 @@ def _figure(diff: Mapping[str, Any], name: str) -> tuple[Mapping[str, Any] | Non
         ph = diff["phases"].get(name[:-5])
         return (ph["gpu_busy_us"] if ph else None), None
     if name.startswith("finding:"):
-        fid = name[8:]
-        f = diff["findings"]
-        for row in f["appeared"] + f["disappeared"] + f["changed"]:
-            if row["id"] == fid:
-                return row["time_us"], None
-        return None, None
+        row = diff["findings"].get("by_id", {}).get(name[8:])
+        return (row["time_us"] if row else None), None
     return None, None
 
 

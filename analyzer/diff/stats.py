@@ -19,10 +19,9 @@ the same change in 500 steady steps is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
-
-import math
 
 import numpy as np
 
@@ -70,7 +69,7 @@ def _mann_whitney(a: np.ndarray, b: np.ndarray) -> float:
     u = max(u1, n1 * n2 - u1)
     if min(n1, n2) <= EXACT_MAX and max(n1, n2) <= EXACT_OTHER_MAX and (ties == 1).all():
         counts = _u_counts(n1, n2)
-        p = 2 * counts[int(round(u)):].sum() / counts.sum()
+        p = 2 * counts[round(u):].sum() / counts.sum()
         return float(min(p, 1.0))
     n = n1 + n2
     mu = n1 * n2 / 2

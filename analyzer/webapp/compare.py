@@ -75,7 +75,7 @@ def _as_report(upload: Upload) -> dict[str, Any] | None:
     return doc if is_report(doc) else None
 
 
-def side_report(uploads: Sequence[Upload], limits: Limits, options: Options = Options(),
+def side_report(uploads: Sequence[Upload], limits: Limits, options: Options | None = None,
                 on_progress: OnProgress | None = None) -> tuple[dict[str, Any], str]:
     """``(report dict, "report" | "trace")`` for one side: a saved report as is, traces analysed."""
     if not uploads:
@@ -84,7 +84,7 @@ def side_report(uploads: Sequence[Upload], limits: Limits, options: Options = Op
     if len(uploads) == 1 and (doc := _as_report(uploads[0])) is not None:
         return doc, "report"
     with prepared_inputs(list(uploads), limits) as paths:
-        return run_analysis(paths, options, on_progress), "trace"
+        return run_analysis(paths, options or Options(), on_progress), "trace"
 
 
 def compare_sides(base: tuple[dict[str, Any], str], new: tuple[dict[str, Any], str],
