@@ -117,6 +117,29 @@ def test_self_diff_reports_no_change(shared_traces):
     validate_diff(diff)
 
 
+def test_synthetic_samples_tp2_vs_tp1_are_compared_per_step_per_rank(repo_root):
+    """SYNTHETIC sample traces (sample_traces/synthetic: generated, see its README): a TP2 run
+    with 35 steps against a TP1 run with 31, many decode steps on both sides."""
+    from analyzer import analyze
+
+    base_p, new_p = repo_root / "sample_traces/synthetic/demo", repo_root / "sample_traces/synthetic/batching_gaps"
+    b, n = analyze([base_p]).to_dict(), analyze([new_p]).to_dict()
+    diff = compare(b, n)
+    basis = diff["basis"]
+    assert basis["label"] == "per step per rank"
+    steps_b, steps_n = basis["steps"]["base"], basis["steps"]["new"]
+    assert basis["divisor"] == {"base": steps_b * 2, "new": steps_n * 1}
+    gemm = next(v for v in diff["verdict"] if v["id"] == "category:gemm")
+    want = (n["summary"]["categories"]["gemm"]["time_us"] / steps_n
+            - b["summary"]["categories"]["gemm"]["time_us"] / (steps_b * 2))
+    assert gemm["delta_per_unit_us"] == pytest.approx(want, rel=1e-9)
+    decode = diff["phases"]["decode"]["test"]
+    assert decode["significant"] is True and decode["n_base"] >= 30
+    assert diff["phases"]["prefill"]["test"]["significant"] is False  # 3 vs 1 prefill steps
+    assert compare(b, b)["changed"] is False
+    validate_diff(diff)
+
+
 def test_saved_report_is_detected_by_content(shared_traces, tmp_path):
     path = shared_traces / "kineto" / "hf_qwen1.5-0.5b_h100_generate.json.gz"
     rep = tmp_path / "run.json"

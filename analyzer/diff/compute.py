@@ -229,7 +229,7 @@ def _fmt_us(us: float) -> str:
     return f"{us:+.3g} µs"
 
 
-def _verdict(diff: Mapping[str, Any], ub: float, un: float, unit: str) -> list[dict[str, Any]]:
+def _verdict(diff: Mapping[str, Any], ub: float, un: float, unit: str, label: str) -> list[dict[str, Any]]:
     wall_unit = (diff["totals"]["wall"]["base"] or 0.0) / ub
     floor = VERDICT_MIN_SHARE * wall_unit
     cands: list[dict[str, Any]] = []
@@ -240,9 +240,13 @@ def _verdict(diff: Mapping[str, Any], ub: float, un: float, unit: str) -> list[d
         if abs(dv) < floor or abs(dv) == 0 or (rel is not None and abs(rel) < VERDICT_MIN_REL):
             return
         rel_txt = f"{rel:+.1%}" if rel is not None else "new"
+        if per_unit is None:  # a run total: its change per unit
+            title = f"{what} {label} {rel_txt} ({_fmt_us(dv)})"
+        else:  # a per-step figure: its own change, and what it weighs per unit
+            title = f"{what} {rel_txt} ({_fmt_us(dv)} {label} on average)"
         cands.append({
             "id": vid, "kind": "regression" if dv > 0 else "improvement",
-            "title": f"{what} {rel_txt} ({_fmt_us(dv)} per {unit})",
+            "title": title,
             "delta_per_unit_us": dv, "rel": rel, "unit": unit,
             "delta_us": d.get("delta"), "evidence": evidence,
         })
@@ -284,7 +288,10 @@ def compare(base: Mapping[str, Any], new: Mapping[str, Any], *,
     sb, sn = base["summary"], new["summary"]
     steps_b, steps_n = steps_of(base), steps_of(new)
     unit = "step" if steps_b and steps_n else "run"
+    ranks_b, ranks_n = int(sb.get("ranks") or 1), int(sn.get("ranks") or 1)
     ub, un = (float(steps_b), float(steps_n)) if unit == "step" else (1.0, 1.0)
+    ub, un = ub * ranks_b, un * ranks_n  # run totals are summed over ranks: per rank too
+    label = f"per {unit}" + (" per rank" if max(ranks_b, ranks_n) > 1 else "")
     cats = [c for c in CATEGORIES if c in sb.get("categories", {}) or c in sn.get("categories", {})]
     diff: dict[str, Any] = {
         "schema_version": DIFF_SCHEMA_VERSION,
@@ -292,7 +299,8 @@ def compare(base: Mapping[str, Any], new: Mapping[str, Any], *,
         "tool": {"name": TOOL_NAME, "version": __version__},
         "base": _side(base, labels[0], sources[0]),
         "new": _side(new, labels[1], sources[1]),
-        "basis": {"unit": unit, "steps": {"base": steps_b, "new": steps_n},
+        "basis": {"unit": unit, "label": label, "divisor": {"base": ub, "new": un},
+                  "steps": {"base": steps_b, "new": steps_n},
                   "ranks": {"base": sb.get("ranks"), "new": sn.get("ranks")}},
         "totals": {t: delta(sb.get(f"{t}_us", 0.0), sn.get(f"{t}_us", 0.0)) for t in TOTALS},
         "shares": {k: delta(sb.get(k, 0.0), sn.get(k, 0.0)) for k in ("busy_share", "idle_share", "edge_share")},
@@ -316,7 +324,7 @@ def compare(base: Mapping[str, Any], new: Mapping[str, Any], *,
                                 f"{sn.get('ranks')}): totals are summed over ranks")
     if unit == "run" and (steps_b or steps_n):
         diff["warnings"].append("only one run has step annotations: changes are per run, not per step")
-    diff["verdict"] = _verdict(diff, ub, un, unit)
+    diff["verdict"] = _verdict(diff, ub, un, unit, label)
     f = diff["findings"]
     k = diff["kernels"]["counts"]
     diff["changed"] = bool(diff["verdict"] or f["appeared"] or f["disappeared"]

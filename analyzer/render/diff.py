@@ -94,8 +94,8 @@ def diff_tables(diff: Mapping[str, Any]) -> list[Table]:
                      crow if (comm["time_us"]["base"] or comm["time_us"]["new"]) else [],
                      None if (comm["time_us"]["base"] or comm["time_us"]["new"]) else "no communication on either side"))
     k = diff["kernels"]
-    unit = diff["basis"]["unit"]
-    kcols = ["kernel", "category", f"base /{unit}", f"new /{unit}", "delta", "rel", "launches"]
+    unit = diff["basis"]["label"]
+    kcols = ["kernel", "category", f"base {unit}", f"new {unit}", "delta", "rel", "launches"]
     for status in ("slower", "faster", "added", "removed"):
         rows = [[short_name(r["name"], 80), r["category"], fmt_us(r["base_us"]), fmt_us(r["new_us"]),
                  fmt_delta_us(r["delta_us"]), fmt_rel(r["rel"], r["delta_us"]),
@@ -157,7 +157,7 @@ def _intro(diff: Mapping[str, Any]) -> list[str]:
     return [
         f"base: {b['label']} ({b['source']}, {basis['ranks']['base']} rank(s), {basis['steps']['base']} step(s))",
         f"new:  {n['label']} ({n['source']}, {basis['ranks']['new']} rank(s), {basis['steps']['new']} step(s))",
-        f"changes ranked per {basis['unit']}",
+        f"changes ranked {basis['label']}",
     ]
 
 
@@ -165,7 +165,7 @@ def render_diff_text(diff: Mapping[str, Any]) -> str:
     lines = [f"trace-analyzer diff {diff['tool']['version']} — {diff['headline']}", *_intro(diff)]
     lines.extend(f"warning: {w}" for w in diff.get("warnings", []))
     lines.extend(_gate_lines(diff))
-    lines += ["", "Verdict (biggest change per " + diff["basis"]["unit"] + " first)"]
+    lines += ["", f"Verdict (biggest change {diff['basis']['label']} first)"]
     if not diff["verdict"]:
         lines.append("  no significant change")
     for i, v in enumerate(diff["verdict"], 1):

@@ -43,8 +43,8 @@ def side_by_side_figure(diff: Mapping[str, Any]) -> Any | None:
 
 def delta_figure(diff: Mapping[str, Any]) -> Any | None:
     """Signed bars of the change per category and idle cause (ms per unit of the basis)."""
-    ub = float(diff["basis"]["steps"]["base"] or 1) if diff["basis"]["unit"] == "step" else 1.0
-    un = float(diff["basis"]["steps"]["new"] or 1) if diff["basis"]["unit"] == "step" else 1.0
+    ub = float(diff["basis"]["divisor"]["base"] or 1)
+    un = float(diff["basis"]["divisor"]["new"] or 1)
     rows = [(k, v["time_us"], CATEGORY_COLORS.get(k, IDLE_COLOR)) for k, v in diff["categories"].items()]
     rows += [(f"idle: {c.replace('_', ' ')}", v, IDLE_COLOR) for c, v in diff["idle_by_cause"].items()]
     vals = [((r[1]["new"] or 0.0) / un - (r[1]["base"] or 0.0) / ub, r[0], r[2]) for r in rows]
@@ -60,7 +60,7 @@ def delta_figure(diff: Mapping[str, Any]) -> Any | None:
     ))
     fig.update_yaxes(autorange="reversed")
     return _base_layout(fig, height=_bar_height(len(vals)), legend=False,
-                        xtitle=f"change (ms per {diff['basis']['unit']}; + slower)")
+                        xtitle=f"change (ms {diff['basis']['label']}; + slower)")
 
 
 def kernel_delta_figure(diff: Mapping[str, Any], n: int = KERNEL_BARS) -> Any | None:
@@ -87,7 +87,7 @@ def kernel_delta_figure(diff: Mapping[str, Any], n: int = KERNEL_BARS) -> Any | 
     ))
     fig.update_yaxes(autorange="reversed")
     return _base_layout(fig, height=_bar_height(len(rows)), legend=False,
-                        xtitle=f"change (ms per {diff['basis']['unit']})")
+                        xtitle=f"change (ms {diff['basis']['label']})")
 
 
 def step_figure(diff: Mapping[str, Any], base: Mapping[str, Any] | None = None,

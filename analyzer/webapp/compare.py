@@ -125,7 +125,7 @@ def build_compare_page(diff: Mapping[str, Any], base: Mapping[str, Any] | None =
     b, n = diff["base"], diff["new"]
     basis = diff["basis"]
     subtitle = (f"base: {b['label']} ({b['source']}, {basis['steps']['base']} steps) · new: {n['label']} "
-                f"({n['source']}, {basis['steps']['new']} steps) · changes per {basis['unit']}")
+                f"({n['source']}, {basis['steps']['new']} steps) · changes {basis['label']}")
     d = dict(diff)
     downloads = [
         Download("HTML diff", f"{stem}.html", "text/html", lambda: render_diff(d, "html")),
