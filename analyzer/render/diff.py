@@ -78,6 +78,14 @@ def diff_tables(diff: Mapping[str, Any]) -> list[Table]:
     out.append(Table("phases", "Per-step GPU time by phase (representative rank)",
                      ["phase", "steps", "p50", "Δp50", "p90", "Δp90", "Δbusy", "significant"], prow,
                      None if prow else "no step annotations on either side"))
+    pc = []
+    for p, v in diff["phases"].items():
+        if p == "all":
+            continue
+        pc.append(_row(f"{p}: busy", v["gpu_busy_us"]))
+        pc += [_row(f"{p}: {c}", d) for c, d in v["categories_us"].items()]
+    out.append(Table("phase-categories", "GPU time by phase and category (representative rank)", cols, pc,
+                     None if pc else "no step annotations on either side"))
     comm = diff["communication"]
     crow = [_row("all: time", comm["time_us"]), _row("all: exposed", comm["exposed_us"])]
     for c, v in comm["by_collective"].items():
