@@ -93,6 +93,22 @@ def test_recsys_kernels_only_on_one_side_are_listed_on_that_side(recsys):
         assert r["new_us"] == 0.0
 
 
+def test_recsys_every_raw_kernel_name_only_on_one_side_is_listed_on_that_side(recsys):
+    """At the raw-name level too: a name only in one run is either a key only in that run, or a
+    variant (another template instance) of a key in both, listed under kernels.variants."""
+    base, new, diff = recsys
+    kb, kn = independent(base)["kernels"], independent(new)["kernels"]
+    removed = {r["name"] for r in diff["kernels"]["removed"]}
+    added = {r["name"] for r in diff["kernels"]["added"]}
+    var = {v["name"]: v for v in diff["kernels"]["variants"]}
+    assert set(kb) - set(kn)
+    for only, keys, side in ((set(kb) - set(kn), removed, "removed"), (set(kn) - set(kb), added, "added")):
+        for raw in only:
+            key = normalize_kernel_name(raw)
+            assert key in keys or raw in var[key][side] or var[key]["truncated"], raw
+    assert diff["kernels"]["counts"]["variants_changed"] == len(var) > 0
+
+
 def test_recsys_verdict_ranked_by_time_per_step_with_evidence(recsys):
     _, _, diff = recsys
     assert diff["basis"]["unit"] == "step"

@@ -33,6 +33,7 @@ from ..model import GPU_ACTIVITY_KINDS, Trace
 from .tables import kind_mask
 
 NS_PER_US = 1000.0
+MAX_VARIANTS = 32  # raw names kept per key (``variants``)
 _INNER_ANGLE = re.compile(r"<[^<>]*>")
 _INNER_PAREN = re.compile(r"\([^()]*\)")
 _TRITON_COUNTER = re.compile(r"^(triton_\w+?)_\d+$")
@@ -113,7 +114,9 @@ def kernel_table(traces: Iterable[Trace]) -> list[dict[str, Any]]:
 
     Rows ``{name, category, time_us, count, ranks, example}``, biggest ``time_us`` first (ties
     by name). ``time_us`` sums durations (not a union); ``category`` is the category holding
-    most of the key's time; ``example`` is one raw name behind the key. Call after classify.
+    most of the key's time; ``example`` is the raw name with most time behind the key; when
+    several raw names fold into one key, ``variants`` lists them (most time first, at most
+    ``MAX_VARIANTS``; ``variants_total`` when there are more). Call after classify.
     """
     frames = []
     for t in traces:
@@ -156,9 +159,18 @@ def kernel_table(traces: Iterable[Trace]) -> list[dict[str, Any]]:
                                ranks=("rank", "nunique"))
     g["category"] = cat_of
     g["example"] = ex.set_index("name")["raw"]
+    raw_time = df.groupby(["name", "raw"], sort=False)["time_ns"].sum().reset_index()
+    raw_time = raw_time.sort_values(["name", "time_ns", "raw"], ascending=[True, False, True])
+    variants = raw_time.groupby("name", sort=False)["raw"].agg(list)
     g = g.reset_index().sort_values(["time_ns", "name"], ascending=[False, True])
-    return [
-        {"name": r.name, "category": r.category, "time_us": float(r.time_ns) / NS_PER_US,
-         "count": int(r.n), "ranks": int(r.ranks), "example": r.example}
-        for r in g.itertuples(index=False)
-    ]
+    out = []
+    for r in g.itertuples(index=False):
+        row = {"name": r.name, "category": r.category, "time_us": float(r.time_ns) / NS_PER_US,
+               "count": int(r.n), "ranks": int(r.ranks), "example": r.example}
+        names = variants[r.name]
+        if len(names) > 1:  # the raw names behind the key, most time first (capped)
+            row["variants"] = names[:MAX_VARIANTS]
+            if len(names) > MAX_VARIANTS:
+                row["variants_total"] = len(names)
+        out.append(row)
+    return out

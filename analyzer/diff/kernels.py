@@ -97,6 +97,8 @@ def compare_kernels(base: Mapping[str, Any], new: Mapping[str, Any], *, unit_bas
         return out
 
     counts = {s: int((df["status"] == s).sum()) for s in ("added", "removed", "faster", "slower", "unchanged")}
+    variants = _variant_changes(rb, rn)
+    counts["variants_changed"] = len(variants)
     section = {
         "matched_by": "normalised name (template and parameter lists folded, mangled names "
                       "reduced to their qualified name, Triton compile counters dropped)",
@@ -105,9 +107,31 @@ def compare_kernels(base: Mapping[str, Any], new: Mapping[str, Any], *, unit_bas
         "removed": rows(df["status"] == "removed", None),
         "slower": rows(df["status"] == "slower", LIST_LIMIT),
         "faster": rows(df["status"] == "faster", LIST_LIMIT),
+        "variants": variants,
         "thresholds": {"min_rel": MIN_REL, "min_share_of_busy": MIN_SHARE_OF_BUSY},
     }
     return section, warnings
+
+
+def _raw_names(row: Mapping[str, Any]) -> tuple[set[str], bool]:
+    names = row.get("variants") or [row.get("example") or row["name"]]
+    return set(names), bool(row.get("variants_total"))
+
+
+def _variant_changes(base: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Matched keys whose raw names differ: the raw kernels that run only in one of the runs
+    (another template instance, another launch signature) though the key is in both."""
+    nb = {r["name"]: r for r in base}
+    out = []
+    for r in new:
+        b = nb.get(r["name"])
+        if b is None:
+            continue
+        (sb, tb), (sn, tn) = _raw_names(b), _raw_names(r)
+        if sb != sn:
+            out.append({"name": r["name"], "category": r.get("category"),
+                        "added": sorted(sn - sb), "removed": sorted(sb - sn), "truncated": tb or tn})
+    return sorted(out, key=lambda v: v["name"])
 
 
 def top_changed(section: Mapping[str, Any], category: str, n: int = 3) -> list[dict[str, Any]]:

@@ -114,6 +114,15 @@ def diff_tables(diff: Mapping[str, Any]) -> list[Table]:
                      for r in k[status] if r.get("replaces")]
             note = "; ".join(pairs) or None
         out.append(Table(f"kernels-{status}", f"Kernels {status} ({k['counts'][status]})", kcols, rows, note))
+    vrow = []
+    for v in k.get("variants", []):
+        capped = " (of the top 32)" if v["truncated"] else ""
+        vrow += [[short_name(v["name"], 60), f"only new{capped}", short_name(x, 100)] for x in v["added"]]
+        vrow += [[short_name(v["name"], 60), f"only base{capped}", short_name(x, 100)] for x in v["removed"]]
+    out.append(Table("kernels-variants", f"Kernel variants only in one run ({k['counts'].get('variants_changed', 0)} names)",
+                     ["kernel", "run", "raw name"], vrow,
+                     "raw names (template instances, signatures) that fold into a kernel present in both runs"
+                     if vrow else None))
     f = diff["findings"]
     frow = [[r["id"], "appeared", "-", f"#{r['new_rank']} {r['new_severity']}", fmt_delta_us(r["time_us"]["delta"])] for r in f["appeared"]]
     frow += [[r["id"], "disappeared", f"#{r['base_rank']} {r['base_severity']}", "-", fmt_delta_us(r["time_us"]["delta"])] for r in f["disappeared"]]
