@@ -118,7 +118,8 @@ def kernel_table(traces: Iterable[Trace]) -> list[dict[str, Any]]:
     several raw names fold into one key, ``variants`` lists them (most time first, at most
     ``MAX_VARIANTS``; ``variants_total`` when there are more). Call after classify.
     """
-    frames = []
+    # per (raw name, category): summed ns, launches, ranks; the unique names are few
+    acc: dict[tuple[str, str], list[Any]] = {}
     for t in traces:
         ev = t.events
         if not len(ev) or "category" not in ev.columns:
@@ -126,51 +127,43 @@ def kernel_table(traces: Iterable[Trace]) -> list[dict[str, Any]]:
         m = kind_mask(ev, GPU_ACTIVITY_KINDS)
         if not m.any():
             continue
-        names = ev["name"].cat.codes.to_numpy()[m]
-        cats = ev["category"].astype(str).to_numpy(object)[m] if not isinstance(
-            ev["category"].dtype, pd.CategoricalDtype) else None
-        if cats is None:
-            ccodes = ev["category"].cat.codes.to_numpy()[m]
+        names = ev["name"].cat.codes.to_numpy()[m].astype(np.int64)
+        if isinstance(ev["category"].dtype, pd.CategoricalDtype):
+            ccodes = ev["category"].cat.codes.to_numpy()[m].astype(np.int64)
             clabels = [str(c) for c in ev["category"].cat.categories]
         else:
-            ccodes, uniq = pd.factorize(cats)
+            ccodes, uniq = pd.factorize(ev["category"].astype(str).to_numpy(object)[m])
             clabels = [str(u) for u in uniq]
         dur = ev["dur_ns"].to_numpy(np.int64)[m]
         ok = (names >= 0) & (ccodes >= 0)
-        key = names[ok].astype(np.int64) * (len(clabels) + 1) + ccodes[ok]
-        uk, inv = np.unique(key, return_inverse=True)
+        base = len(clabels) + 1
+        uk, inv = np.unique(names[ok] * base + ccodes[ok], return_inverse=True)
         tot = np.bincount(inv, weights=dur[ok])
         cnt = np.bincount(inv)
-        raw = [str(c) for c in ev["name"].cat.categories]
-        frames.append(pd.DataFrame({
-            "raw": [raw[k // (len(clabels) + 1)] for k in uk],
-            "category": [clabels[k % (len(clabels) + 1)] for k in uk],
-            "time_ns": tot, "count": cnt, "rank": t.rank.rank,
-        }))
-    if not frames:
-        return []
-    df = pd.concat(frames, ignore_index=True)
-    df["name"] = [normalize_kernel_name(r) for r in df["raw"]]
-    by_cat = df.groupby(["name", "category"], sort=False)["time_ns"].sum().reset_index()
-    by_cat = by_cat.sort_values(["name", "time_ns", "category"], ascending=[True, False, True])
-    cat_of = by_cat.drop_duplicates("name").set_index("name")["category"]
-    ex = df.sort_values(["name", "time_ns", "raw"], ascending=[True, False, True]).drop_duplicates("name")
-    g = df.groupby("name").agg(time_ns=("time_ns", "sum"), n=("count", "sum"),
-                               ranks=("rank", "nunique"))
-    g["category"] = cat_of
-    g["example"] = ex.set_index("name")["raw"]
-    raw_time = df.groupby(["name", "raw"], sort=False)["time_ns"].sum().reset_index()
-    raw_time = raw_time.sort_values(["name", "time_ns", "raw"], ascending=[True, False, True])
-    variants = raw_time.groupby("name", sort=False)["raw"].agg(list)
-    g = g.reset_index().sort_values(["time_ns", "name"], ascending=[False, True])
+        cats = ev["name"].cat.categories
+        for k, ns, n in zip(uk.tolist(), tot.tolist(), cnt.tolist()):
+            slot = acc.setdefault((str(cats[k // base]), clabels[k % base]), [0.0, 0, set()])
+            slot[0] += ns
+            slot[1] += n
+            slot[2].add(t.rank.rank)
+    keys: dict[str, dict[str, Any]] = {}
+    for (raw, cat), (ns, n, ranks) in acc.items():
+        g = keys.setdefault(normalize_kernel_name(raw), {"ns": 0.0, "n": 0, "ranks": set(),
+                                                         "cat": {}, "raw": {}})
+        g["ns"] += ns
+        g["n"] += n
+        g["ranks"] |= ranks
+        g["cat"][cat] = g["cat"].get(cat, 0.0) + ns
+        g["raw"][raw] = g["raw"].get(raw, 0.0) + ns
     out = []
-    for r in g.itertuples(index=False):
-        row = {"name": r.name, "category": r.category, "time_us": float(r.time_ns) / NS_PER_US,
-               "count": int(r.n), "ranks": int(r.ranks), "example": r.example}
-        names = variants[r.name]
-        if len(names) > 1:  # the raw names behind the key, most time first (capped)
-            row["variants"] = names[:MAX_VARIANTS]
-            if len(names) > MAX_VARIANTS:
-                row["variants_total"] = len(names)
+    for name, g in sorted(keys.items(), key=lambda kv: (-kv[1]["ns"], kv[0])):
+        raws = sorted(g["raw"], key=lambda r: (-g["raw"][r], r))  # most time first
+        row = {"name": name, "category": min(g["cat"], key=lambda c: (-g["cat"][c], c)),
+               "time_us": g["ns"] / NS_PER_US, "count": int(g["n"]), "ranks": len(g["ranks"]),
+               "example": raws[0]}
+        if len(raws) > 1:  # the raw names behind the key (capped)
+            row["variants"] = raws[:MAX_VARIANTS]
+            if len(raws) > MAX_VARIANTS:
+                row["variants_total"] = len(raws)
         out.append(row)
     return out
