@@ -250,6 +250,28 @@ def test_nsight_export_diffs_with_itself_and_against_kineto(shared_traces, tmp_p
     assert "engine" in doc["context"]["differs"]
 
 
+def test_gates_compare_per_step_so_a_longer_capture_is_not_a_regression(recsys):
+    """A SYNTHETIC edit of a real report: the same run captured for twice as many steps
+    (every run total and the step count doubled) is no regression per step."""
+    base, _, _ = recsys
+    from analyzer import analyze
+
+    doc = analyze([base]).to_dict()
+    longer = copy.deepcopy(doc)
+    s = longer["summary"]
+    for k in ("wall_us", "busy_us", "idle_us", "capture_us"):
+        s[k] *= 2
+    for c in s["categories"].values():
+        c["time_us"] *= 2
+    s["communication"]["exposed_us"] *= 2
+    longer["serving"]["phases"]["summary"]["steps"] *= 2
+    diff = compare(doc, longer)
+    assert diff["totals"]["busy"]["rel"] == pytest.approx(1.0)  # the totals doubled ...
+    gates = check_gates(diff, ["busy>+1%", "communication.exposed>+1us", "gemm>+1%"])
+    assert not any(g["breached"] for g in gates), gates  # ... the time per step did not
+    assert not any(v["id"].startswith("category:") for v in diff["verdict"])
+
+
 def test_every_format_renders(recsys):
     _, _, diff = recsys
     for fmt in ("text", "markdown", "json", "html"):

@@ -4,8 +4,8 @@
     VALUE: +5% (relative change), +2ms / -300us / +1s / 500ns (absolute change), 3 (a count)
     finding:new        any finding that the base run does not have (finding:new:<id> for one)
 
-Absolute changes of run totals are summed over ranks, per run; step metrics
-(``decode_step_p50``) are per step. A step metric is breached only when the change is also
+Changes are per unit of the diff's basis, as in the verdict: per step (per rank when a run has
+several), per run when a side has no steps; step metrics (``decode_step_p50``) are per step. A step metric is breached only when the change is also
 significant (``diff.stats``): a 5% swing in three noisy steps does not fail a build.
 
     >>> parse_gate("decode_step_p50>+5%").value, parse_gate("busy>+10%").relative
@@ -101,39 +101,54 @@ def parse_gate(expr: str) -> Gate:
     return Gate(expr, name, op, num)
 
 
-def _figure(diff: Mapping[str, Any], name: str) -> tuple[Mapping[str, Any] | None, dict[str, Any] | None]:
-    """The ``{base, new, delta, rel}`` a name points at and, for step metrics, the test."""
+def _figure(diff: Mapping[str, Any], name: str) -> tuple[Mapping[str, Any] | None, dict[str, Any] | None, str]:
+    """The ``{base, new, delta, rel}`` a name points at, the step test (step metrics) and its
+    scope: ``total`` (summed over ranks), ``rank`` (one rank, the whole run) or ``step``."""
+    fig: Mapping[str, Any] | None = None
     if name in TOTALS:
-        return diff["totals"][name], None
+        return diff["totals"][name], None, "total"
     if name.startswith("idle."):
-        return diff["idle_by_cause"].get(name[5:]), None
+        return diff["idle_by_cause"].get(name[5:]), None, "total"
     if name in CATEGORIES:
         c = diff["categories"].get(name)
-        return (c["time_us"] if c else None), None
+        return (c["time_us"] if c else None), None, "total"
     if name.startswith("communication"):
         parts = name.split(".")
         comm = diff["communication"]
         if len(parts) == 1:
-            return comm["time_us"], None
-        if parts[1] == "exposed":
-            return comm["exposed_us"], None
-        c = comm["by_collective"].get(parts[1])
-        if c is None:
-            return None, None
-        return (c["exposed_us"] if len(parts) > 2 else c["time_us"]), None
+            fig = comm["time_us"]
+        elif parts[1] == "exposed":
+            fig = comm["exposed_us"]
+        elif (c := comm["by_collective"].get(parts[1])) is not None:
+            fig = c["exposed_us"] if len(parts) > 2 else c["time_us"]
+        return fig, None, "total"
     m = _STEP.match(name)
     if m:
         ph = diff["phases"].get(m.group(1) or "all")
-        if ph is None:
-            return None, None
-        return ph[f"step_{m.group(2)}_us"], ph["test"]
+        return (ph[f"step_{m.group(2)}_us"] if ph else None), (ph["test"] if ph else None), "step"
     if name.endswith("_busy"):
         ph = diff["phases"].get(name[:-5])
-        return (ph["gpu_busy_us"] if ph else None), None
+        return (ph["gpu_busy_us"] if ph else None), None, "rank"
     if name.startswith("finding:"):
         row = diff["findings"].get("by_id", {}).get(name[8:])
-        return (row["time_us"] if row else None), None
-    return None, None
+        return (row["time_us"] if row else None), None, "rank"
+    return None, None, "total"
+
+
+def per_unit(diff: Mapping[str, Any], fig: Mapping[str, Any], scope: str) -> tuple[float, float | None]:
+    """``(delta, rel)`` of a figure per unit of the diff's basis (per step per rank, ...)."""
+    if scope == "step":
+        return fig["delta"], fig["rel"]
+    basis = diff["basis"]
+    if scope == "total":
+        ub, un = basis["divisor"]["base"], basis["divisor"]["new"]
+    else:  # one rank over the run: per step only
+        ub = un = 1.0
+        if basis["unit"] == "step":
+            ub, un = basis["steps"]["base"], basis["steps"]["new"]
+    b, n = (fig["base"] or 0.0) / (ub or 1.0), (fig["new"] or 0.0) / (un or 1.0)
+    d = n - b
+    return d, (d / b if b else (0.0 if d == 0 else None))
 
 
 def evaluate(diff: Mapping[str, Any], gate: Gate) -> dict[str, Any]:
@@ -148,20 +163,17 @@ def evaluate(diff: Mapping[str, Any], gate: Gate) -> dict[str, Any]:
         n = diff["kernels"]["counts"][gate.name.split(".", 1)[1]]
         out.update(measured=n, breached=_OPS[gate.op](n, gate.value))  # type: ignore[index]
         return out
-    fig, test = _figure(diff, gate.name)
+    fig, test, scope = _figure(diff, gate.name)
     if fig is None or fig.get("delta") is None:
         out["note"] = "not in either run"
         return out
-    if gate.relative:
-        rel = fig["rel"]
-        value = rel if rel is not None else (float("inf") if fig["delta"] > 0 else float("-inf"))
-        out["measured"] = None if rel is None else round(rel, 6)
-    elif gate.absolute:
-        value = fig["delta"]
+    d, rel = per_unit(diff, fig, scope)
+    if gate.absolute:
+        value = d
         out["measured"] = round(value, 3)
-    else:  # a plain number: the change as a fraction (same as %)
-        value = fig["rel"] if fig["rel"] is not None else float("inf")
-        out["measured"] = fig["rel"]
+    else:  # % or a plain number: the change as a fraction
+        value = rel if rel is not None else (float("inf") if d > 0 else float("-inf"))
+        out["measured"] = None if rel is None else round(rel, 6)
     hit = _OPS[gate.op](value, gate.value)  # type: ignore[index]
     if hit and test is not None and not test["significant"]:
         out["note"] = f"not significant ({test['reason']})"
