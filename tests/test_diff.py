@@ -292,6 +292,9 @@ def test_gate_parsing():
         with pytest.raises(BadInputError):
             parse_gate(bad)
     assert "decode_step_p50" in valid_names()
+    assert parse_gate("category:gemm>+5%").name == "gemm"
+    assert parse_gate("idle:scheduler>+1ms").name == "idle.scheduler"
+    assert parse_gate("comm_exposed>+1ms").name == "communication.exposed"
 
 
 # --------------------------------------------------------------------------------------

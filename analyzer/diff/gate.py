@@ -42,6 +42,7 @@ def valid_names() -> list[str]:
              *(f"{p}_step_{q}" for p in PHASES for q in ("p50", "p90")),
              *(f"{p}_busy" for p in PHASES),
              "kernels.added", "kernels.removed", "kernels.slower", "kernels.faster",
+             "kernels.variants_changed",
              "finding:new", "finding:new:<id>", "finding:<id>"]
     return list(dict.fromkeys(names))
 
@@ -52,7 +53,9 @@ def names_help() -> str:
         ", ".join(TOTALS), "idle.<" + "|".join(CAUSES) + ">", "a category (" + ", ".join(CATEGORIES) + ")",
         "communication[.exposed]", "communication.<" + "|".join(COLLECTIVES) + ">[.exposed]",
         "step_p50, step_p90, <phase>_step_p50|p90, <phase>_busy (phase: " + ", ".join(PHASES) + ")",
-        "kernels.<added|removed|slower|faster>", "finding:new, finding:new:<id>, finding:<id>",
+        "kernels.<added|removed|slower|faster|variants_changed>",
+        "finding:new, finding:new:<id>, finding:<id>",
+        "also the verdict ids (category:<category>, idle:<cause>) and comm_exposed",
     ]))
 
 
@@ -66,6 +69,19 @@ class Gate:
     value: float = 0.0
     relative: bool = False
     absolute: bool = False  # a time (µs) rather than a count or share
+
+
+#: other spellings: analyze's --fail-on names and the verdict's ids
+ALIASES = {"comm_exposed": "communication.exposed", "communication_exposed": "communication.exposed"}
+
+
+def canonical(name: str) -> str:
+    """``category:gemm`` -> ``gemm``, ``idle:scheduler`` -> ``idle.scheduler``, aliases."""
+    if name.startswith("category:"):
+        return name[len("category:"):]
+    if name.startswith("idle:"):
+        return "idle." + name[len("idle:"):]
+    return ALIASES.get(name, name)
 
 
 def _known(name: str) -> bool:
@@ -88,6 +104,7 @@ def parse_gate(expr: str) -> Gate:
             f"bad --fail-on expression {expr!r}: expected NAME>VALUE, e.g. busy>+10% , "
             "communication.exposed>+2ms or finding:new")
     name, op, raw, unit = m.groups()
+    name = canonical(name)
     if not _known(name):
         raise BadInputError(f"unknown --fail-on name {name!r}; use one of: {names_help()}")
     try:
