@@ -30,9 +30,17 @@ def kernel_rows(doc: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | Non
         for k in r.get("top_kernels", []):
             key = normalize_kernel_name(k["name"])
             row = rows.setdefault(key, {"name": key, "category": k.get("category", "other"),
-                                        "time_us": 0.0, "count": 0, "example": k["name"]})
+                                        "time_us": 0.0, "count": 0, "example": k["name"], "raw": {}})
             row["time_us"] += float(k["time_us"])
             row["count"] += int(k["count"])
+            row["raw"][k["name"]] = row["raw"].get(k["name"], 0.0) + float(k["time_us"])
+    for row in rows.values():
+        raw = row.pop("raw")
+        names = sorted(raw, key=lambda n: (-raw[n], n))
+        row["example"] = names[0]
+        if len(names) > 1:
+            row["variants"] = names
+        row["variants_total"] = len(names) + 1  # top kernels only: other variants may exist
     warn = ("a report without a kernel table (schema < 1.2): kernels compared over each rank's "
             "top 25 only") if doc.get("ranks") else None
     return sorted(rows.values(), key=lambda r: (-r["time_us"], r["name"])), warn

@@ -104,7 +104,14 @@ def diff_tables(diff: Mapping[str, Any]) -> list[Table]:
     k = diff["kernels"]
     unit = diff["basis"]["label"]
     kcols = ["kernel", "category", f"base {unit}", f"new {unit}", "delta", "rel", "launches"]
+    c = k["counts"]
+    out.append(Table("kernels", "Kernels (matched by normalised name)", ["added", "removed", "slower",
+                     "faster", "unchanged", "variants changed"],
+                     [[str(c["added"]), str(c["removed"]), str(c["slower"]), str(c["faster"]),
+                       str(c["unchanged"]), str(c.get("variants_changed", 0))]]))
     for status in ("slower", "faster", "added", "removed"):
+        if not k[status]:
+            continue
         rows = [[short_name(r["name"], 80), r["category"], fmt_us(r["base_us"]), fmt_us(r["new_us"]),
                  fmt_delta_us(r["delta_us"]), fmt_rel(r["rel"], r["delta_us"]),
                  f"{r['base_count']:,} → {r['new_count']:,}"] for r in k[status]]
@@ -114,15 +121,16 @@ def diff_tables(diff: Mapping[str, Any]) -> list[Table]:
                      for r in k[status] if r.get("replaces")]
             note = "; ".join(pairs) or None
         out.append(Table(f"kernels-{status}", f"Kernels {status} ({k['counts'][status]})", kcols, rows, note))
-    vrow = []
+    vrow: list[list[str]] = []
     for v in k.get("variants", []):
         capped = " (of the top 32)" if v["truncated"] else ""
         vrow += [[short_name(v["name"], 60), f"only new{capped}", short_name(x, 100)] for x in v["added"]]
         vrow += [[short_name(v["name"], 60), f"only base{capped}", short_name(x, 100)] for x in v["removed"]]
-    out.append(Table("kernels-variants", f"Kernel variants only in one run ({k['counts'].get('variants_changed', 0)} names)",
-                     ["kernel", "run", "raw name"], vrow,
-                     "raw names (template instances, signatures) that fold into a kernel present in both runs"
-                     if vrow else None))
+    if vrow:
+        out.append(Table("kernels-variants",
+                         f"Kernel variants only in one run ({c.get('variants_changed', 0)} names)",
+                         ["kernel", "run", "raw name"], vrow,
+                         "raw names (template instances, signatures) that fold into a kernel present in both runs"))
     f = diff["findings"]
     frow = [[r["id"], "appeared", "-", f"#{r['new_rank']} {r['new_severity']}", fmt_delta_us(r["time_us"]["delta"])] for r in f["appeared"]]
     frow += [[r["id"], "disappeared", f"#{r['base_rank']} {r['base_severity']}", "-", fmt_delta_us(r["time_us"]["delta"])] for r in f["disappeared"]]
