@@ -12,7 +12,7 @@ per run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -351,6 +351,3 @@ def _headline(diff: Mapping[str, Any]) -> str:
     top = diff["verdict"][0]["title"] if diff["verdict"] else "kernels or findings changed"
     return f"wall {pct(w)}, busy {pct(b)}; biggest: {top}"
 
-
-def names_of(items: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [i["name"] for i in items]
