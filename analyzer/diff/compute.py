@@ -341,13 +341,18 @@ def _side(doc: Mapping[str, Any], label: str, source: str) -> dict[str, Any]:
 
 
 def _headline(diff: Mapping[str, Any]) -> str:
-    w, b = diff["totals"]["wall"], diff["totals"]["busy"]
+    """Wall and busy change per unit (per step per rank, ...) and the biggest verdict item."""
+    div = diff["basis"]["divisor"]
+    label = diff["basis"]["label"]
 
     def pct(d: Mapping[str, Any]) -> str:
-        return "new" if d["rel"] is None else f"{d['rel']:+.1%}"
+        _, rel = _per_unit(d, div["base"], div["new"])
+        return "new" if rel is None else f"{rel:+.1%}"
 
+    w, b = diff["totals"]["wall"], diff["totals"]["busy"]
+    figures = f"wall {pct(w)}, busy {pct(b)} {label}"
     if not diff["changed"]:
-        return f"no significant change (wall {pct(w)}, busy {pct(b)})"
+        return f"no significant change ({figures})"
     top = diff["verdict"][0]["title"] if diff["verdict"] else "kernels or findings changed"
-    return f"wall {pct(w)}, busy {pct(b)}; biggest: {top}"
+    return f"{figures}; biggest: {top}"
 
