@@ -18,7 +18,8 @@ from typing import Any
 from .format import fmt_us, short_name
 
 DIFF_FORMATS = ("text", "json", "markdown", "html")
-KERNEL_ROWS = 15  # rows per kernel list in text / Markdown (JSON and HTML have more)
+KERNEL_ROWS = 15  # rows of the slower / faster / variant lists in text and Markdown
+CAPPED_TABLES = ("kernels-slower", "kernels-faster", "kernels-variants")  # added / removed: all rows
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def render_diff_text(diff: Mapping[str, Any]) -> str:
     for t in diff_tables(diff):
         lines += ["", t.title]
         if t.rows:
-            rows = t.rows[:KERNEL_ROWS] if t.key.startswith("kernels-") else t.rows
+            rows = t.rows[:KERNEL_ROWS] if t.key in CAPPED_TABLES else t.rows
             widths = [max(len(str(r[i])) for r in [t.columns, *rows]) for i in range(len(t.columns))]
             for r in [t.columns, *rows]:
                 lines.append("  " + "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
@@ -230,7 +231,7 @@ def render_diff_markdown(diff: Mapping[str, Any]) -> str:
     for t in diff_tables(diff):
         out += ["", f"## {t.title}", ""]
         if t.rows:
-            rows = t.rows[:KERNEL_ROWS] if t.key.startswith("kernels-") else t.rows
+            rows = t.rows[:KERNEL_ROWS] if t.key in CAPPED_TABLES else t.rows
             out.append("| " + " | ".join(_md(c) or " " for c in t.columns) + " |")
             out.append("|" + "|".join(["---"] + ["---:"] * (len(t.columns) - 1)) + "|")
             out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
