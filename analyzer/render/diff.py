@@ -113,7 +113,8 @@ def diff_tables(diff: Mapping[str, Any]) -> list[Table]:
     for status in ("slower", "faster", "added", "removed"):
         if not k[status]:
             continue
-        rows = [[short_name(r["name"], 80), r["category"], fmt_us(r["base_us"]), fmt_us(r["new_us"]),
+        width = 80 if status in ("slower", "faster") else 240  # one-side kernels: whole names
+        rows = [[short_name(r["name"], width), r["category"], fmt_us(r["base_us"]), fmt_us(r["new_us"]),
                  fmt_delta_us(r["delta_us"]), fmt_rel(r["rel"], r["delta_us"]),
                  f"{r['base_count']:,} → {r['new_count']:,}"] for r in k[status]]
         note = None
