@@ -277,23 +277,33 @@ def compare_page() -> None:
     st.caption("Each side: the traces of one run (files, or a .zip of a profile directory) or a "
                "saved JSON report. The verdict ranks what changed by the time it adds or saves per step.")
     limits = wa.Limits.from_upload_mb(st.get_option("server.maxUploadSize"))
+    last = st.session_state.get("last_report")
     cols = st.columns(2)
+    use_last = bool(last) and cols[0].toggle(
+        f"Base: the run last analysed on the Analyze page ({last['label']})" if last else "",
+        key="compare-base-last")
     picked = {}
     for col, side in zip(cols, ("base", "new")):
+        if side == "base" and use_last:
+            continue
         picked[side] = col.file_uploader(
             f"{side.capitalize()} run", type=[*wa.uploads.UPLOAD_TYPES], accept_multiple_files=True,
             key=f"compare-{side}", help="traces (.json, .json.gz, .sqlite, .zip) or a report .json")
-    if not picked["base"] or not picked["new"]:
+    if not (use_last or picked["base"]) or not picked["new"]:
         st.info("Upload the base run on the left and the new run on the right.")
         return
     try:
-        sides = []
+        sides, labels = [], []
         for side in ("base", "new"):
+            if side == "base" and use_last:
+                sides.append((last["doc"], "report"))
+                labels.append(last["label"])
+                continue
             files = tuple(wa.Upload(u.name, u.getvalue()) for u in picked[side])
             wa.uploads.check_sizes(files, limits)
             sides.append(compare_side(wa.content_key(files, side), files, limits))
-        labels = tuple(", ".join(u.name for u in picked[s]) for s in ("base", "new"))
-        diff = wa_compare.compare_sides(sides[0], sides[1], labels=labels)
+            labels.append(", ".join(u.name for u in picked[side]))
+        diff = wa_compare.compare_sides(sides[0], sides[1], labels=(labels[0], labels[1]))
         page = wa_compare.build_compare_page(diff, sides[0][0], sides[1][0])
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
         st.error(wa.error_line(exc), icon=":material/error:")

@@ -67,6 +67,20 @@ def test_compare_a_saved_report_with_its_trace_says_no_change(page, shared_trace
     assert any("No significant change" in s.value for s in page.success)
 
 
+def test_compare_against_the_run_last_analysed(shared_traces):
+    t = shared_traces / RECSYS / "sampled_rank-0.json.gz"
+    at = st_testing.AppTest.from_string(
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom app import compare_page\ncompare_page()\n",
+        default_timeout=90)
+    at.session_state["last_report"] = {"doc": analyze([t]).to_dict(), "label": "demo"}
+    at.run()
+    at.toggle(key="compare-base-last").set_value(True).run()
+    at.file_uploader(key="compare-new").set_value((t.name, t.read_bytes(), "application/gzip"))
+    at.run()
+    assert not at.exception and not at.error
+    assert any("No significant change" in s.value for s in at.success)
+
+
 def test_compare_bad_upload_is_one_line(page, shared_traces):
     t = shared_traces / RECSYS / "sampled_rank-0.json.gz"
     page.file_uploader(key="compare-base").set_value(("broken.json", b'{"traceEvents": [', "application/json"))
