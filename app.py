@@ -1,7 +1,8 @@
 """Streamlit app: ``streamlit run app.py``. Layout only; the logic is in ``analyzer.webapp``.
 
 Pages: "Analyze traces" (upload traces or pick a bundled sample, see the ranked findings,
-figures and downloads) and, when the capacity planner is installed, "Capacity planning".
+figures and downloads), "Compare" (two runs: the verdict, side-by-side tables and charts) and,
+when the capacity planner is installed, "Capacity planning".
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import streamlit as st
 from analyzer import webapp as wa
 from analyzer.render import charts
 from analyzer.webapp import capacity as _capacity  # noqa: F401 (wa.capacity)
+from analyzer.webapp import compare as wa_compare
 
 REPO = Path(__file__).resolve().parent
 SAMPLES_DIR = REPO / "sample_traces"
@@ -221,6 +223,7 @@ def main() -> None:
     st.set_page_config(page_title="Trace analyzer", page_icon=":material/monitoring:", layout="wide")
     pages = [st.Page(analysis_page, title="Analyze traces", icon=":material/monitoring:",
                      url_path="analyze", default=True)]
+    pages.append(st.Page(compare_page, title="Compare", icon=":material/compare_arrows:", url_path="compare"))
     if wa.capacity_available():
         pages.append(st.Page(capacity_page, title="Capacity planning", icon=":material/calculate:",
                              url_path="capacity"))
@@ -281,6 +284,79 @@ def capacity_page() -> None:
         with st.expander("Notes"):
             for n in page.notes:
                 st.caption(n)
+
+
+# ------------------------------------------------------------------------------------------
+# compare page (analyzer.webapp.compare: two runs -> verdict, tables, charts, downloads)
+# ------------------------------------------------------------------------------------------
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def compare_side(key: str, _uploads: tuple[wa.Upload, ...], _limits: wa.Limits) -> tuple[dict, str]:
+    """One side's report dict and source; ``key`` = content hash of its files."""
+    bar, on_progress = _progress_bar()
+    try:
+        return wa_compare.side_report(list(_uploads), _limits, on_progress=on_progress)
+    finally:
+        bar.empty()
+
+
+def compare_page() -> None:
+    st.title("Compare two runs")
+    st.caption("Each side: the traces of one run (files, or a .zip of a profile directory) or a "
+               "saved JSON report. The verdict ranks what changed by the time it adds or saves per step.")
+    limits = wa.Limits.from_upload_mb(st.get_option("server.maxUploadSize"))
+    last = st.session_state.get("last_report")
+    cols = st.columns(2)
+    use_last = bool(last) and cols[0].toggle(
+        f"Base: the run last analysed on the Analyze page ({last['label']})" if last else "",
+        key="compare-base-last")
+    picked = {}
+    for col, side in zip(cols, ("base", "new")):
+        if side == "base" and use_last:
+            continue
+        picked[side] = col.file_uploader(
+            f"{side.capitalize()} run", type=[*wa.uploads.UPLOAD_TYPES], accept_multiple_files=True,
+            key=f"compare-{side}", help="traces (.json, .json.gz, .sqlite, .zip) or a report .json")
+    if not (use_last or picked["base"]) or not picked["new"]:
+        st.info("Upload the base run on the left and the new run on the right.")
+        return
+    try:
+        sides, labels = [], []
+        for side in ("base", "new"):
+            if side == "base" and use_last:
+                sides.append((last["doc"], "report"))
+                labels.append(last["label"])
+                continue
+            files = tuple(wa.Upload(u.name, u.getvalue()) for u in picked[side])
+            wa.uploads.check_sizes(files, limits)
+            sides.append(compare_side(wa.content_key(files, side), files, limits))
+            labels.append(", ".join(u.name for u in picked[side]))
+        diff = wa_compare.compare_sides(sides[0], sides[1], labels=(labels[0], labels[1]))
+        page = wa_compare.build_compare_page(diff, sides[0][0], sides[1][0])
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        st.error(wa.error_line(exc), icon=":material/error:")
+        return
+    st.subheader(page.headline)
+    st.caption(page.subtitle)
+    for col, m in zip(st.columns(len(page.metrics)), page.metrics):
+        col.metric(m.label, m.value, delta=m.delta, delta_color="inverse", help=m.help, border=True)
+    with st.container(horizontal=True):
+        for d in page.downloads:
+            st.download_button(f"Download {d.label}", data=d.data, file_name=d.file_name, mime=d.mime,
+                               on_click="ignore", icon=":material/download:", key=f"cmp-dl-{d.label}")
+    for w in page.warnings:
+        st.warning(w)
+    st.header("Verdict")
+    if not page.cards:
+        st.success("No significant change between the two runs.")
+    for card in page.cards:
+        with st.container(border=True, key=f"verdict-{card.number}"):
+            st.markdown(f"##### :{card.color}-badge[{card.kind.upper()}] &nbsp;#{card.number} "
+                        f"{wa.page.md_escape(card.title)}")
+            st.caption(f"{card.evidence} · `{card.id}`")
+    for sec in page.sections:
+        _section(sec)
 
 
 if __name__ == "__main__":

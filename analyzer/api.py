@@ -61,6 +61,7 @@ def analyze(
     """
     from .analyses.context import trace_clues
     from .analyses.gaps import step_window
+    from .analyses.kernel_table import kernel_table
     from .analyses.phases import attribute_steps, reassign_attention_by_phase
     from .analyses.prune import prune_python_frames
     from .analyses.serving import analyze_serving
@@ -122,6 +123,7 @@ def analyze(
         server_args=sargs,
         metrics=_metrics_dict(parsed_metrics),
         context=result.context.to_dict() if result.context is not None else {},
+        kernels=kernel_table(traceset.traces),
     )
 
 

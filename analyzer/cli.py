@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "analyzer.capacity.cli",
     "analyzer.collect.cli",
     "analyzer.calibrate.cli",
+    "analyzer.diff.cli",
 )
 
 FORMATS = ("text", "json", "markdown", "html")

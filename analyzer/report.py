@@ -16,7 +16,7 @@ from . import __version__
 from .analyses.timeline import RankTimeline
 from .model import Finding, Trace
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 TOOL_NAME = "trace-analyzer"
 
 
@@ -77,6 +77,7 @@ class Report:
     server_args: Mapping[str, Any] | None = None
     metrics: Mapping[str, Any] | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    kernels: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def top_finding(self) -> Finding | None:
@@ -98,6 +99,7 @@ class Report:
             "abstained": list(self.abstained),
             "server_args": dict(self.server_args) if self.server_args else None,
             "metrics": dict(self.metrics) if self.metrics else None,
+            "kernels": list(self.kernels),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
