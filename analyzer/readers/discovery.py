@@ -117,6 +117,11 @@ def _collect(paths: Sequence[str | Path], stack: ExitStack) -> _Inputs:
         p = Path(raw)
         if not p.exists():
             raise BadInputError(f"{p}: no such file or directory")
+        if not p.is_dir() and not p.is_file():  # stat only: a FIFO is never opened
+            raise BadInputError(
+                f"{p}: not a regular file or directory (a FIFO, socket or device); "
+                "save the trace to a file first"
+            )
         if p.is_dir():
             _walk(p, str(p), inp, seen)
             continue
