@@ -20,13 +20,19 @@ Progress = Callable[[int, int], None]
 PathLike = str | Path
 
 
-def load(paths: Sequence[PathLike] | PathLike, *, progress: Progress | None = None) -> TraceSet:
-    """Read traces (files, directories, .zip, Nsight exports) into a TraceSet."""
+def load(
+    paths: Sequence[PathLike] | PathLike, *, progress: Progress | None = None,
+    skip_bad_ranks: bool = False,
+) -> TraceSet:
+    """Read traces (files, directories, .zip, Nsight exports) into a TraceSet.
+
+    A rank that cannot be read raises ``BadInputError`` unless ``skip_bad_ranks``: then it
+    is left out with a report warning."""
     from .readers import load_traces
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    return load_traces(list(paths), progress=progress)
+    return load_traces(list(paths), progress=progress, skip_bad=skip_bad_ranks)
 
 
 def analyze(
@@ -38,6 +44,7 @@ def analyze(
     metrics: Any = None,
     server_args: Mapping[str, Any] | PathLike | None = None,
     progress: Progress | None = None,
+    skip_bad_ranks: bool = False,
 ) -> Report:
     """Analyse traces and return a :class:`Report`.
 
@@ -46,6 +53,8 @@ def analyze(
     ``model`` / ``gpu``: presets or config paths used for KV traffic and roofline figures.
     ``metrics``: a saved Prometheus text from SGLang's ``/metrics`` (path) or a parsed object.
     ``server_args``: SGLang's server_args (dict or JSON path); found beside traces otherwise.
+    ``skip_bad_ranks``: leave out (with a warning) the ranks that cannot be read, instead
+    of raising ``BadInputError``.
 
     A TraceSet passed in is changed in place: its event tables are classified, and the
     python stack frames that no analysis reads (``analyses/prune.py``) are dropped from them.
@@ -58,7 +67,10 @@ def analyze(
 
     given_args = _server_args(server_args) if server_args is not None else None
     parsed_metrics = _metrics(metrics)  # bad side inputs fail before the long work
-    traceset = source if isinstance(source, TraceSet) else load(source, progress=progress)
+    traceset = (
+        source if isinstance(source, TraceSet)
+        else load(source, progress=progress, skip_bad_ranks=skip_bad_ranks)
+    )
     if not traceset.traces:
         raise BadInputError("no trace found in the inputs")
     ruleset = load_rules([str(r) for r in rules])
@@ -80,7 +92,7 @@ def analyze(
             by_rank.setdefault(tl.rank, tl)
 
     sargs = given_args if given_args is not None else traceset.server_args
-    warnings = [w for t in traceset.traces for w in t.warnings]
+    warnings = [*traceset.warnings, *(w for t in traceset.traces for w in t.warnings)]
     if any(tl.activity_source == "cpu" for tl in timelines):
         warnings.append(
             "some traces have no GPU activity: their figures come from top-level CPU operators"
@@ -112,6 +124,8 @@ def _server_args(value: Mapping[str, Any] | PathLike) -> Mapping[str, Any]:
         return value
     try:
         data = json.loads(Path(value).read_text())
+    except RecursionError:
+        raise BadInputError(f"cannot read server args {value}: nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise BadInputError(f"cannot read server args {value}: {exc}") from None
     if not isinstance(data, dict):

@@ -30,6 +30,13 @@ SUBCOMMAND_MODULES = (
 FORMATS = ("text", "json", "markdown", "html")
 
 
+def one_line(text: str) -> str:
+    """A message for stderr: one line, no terminal control characters, no secrets."""
+    from .safety import redact_text, terminal_safe
+
+    return terminal_safe(redact_text(text))
+
+
 class ThresholdBreached(Exception):
     """A --fail-on expression was true."""
 
@@ -153,13 +160,20 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu", metavar="NAME", help="GPU preset (HBM bandwidth, peak FLOP/s) when the trace lacks it")
     p.add_argument("--metrics", metavar="FILE", help="saved Prometheus text from SGLang's /metrics")
     p.add_argument("--server-args", metavar="FILE", help="SGLang server_args.json (found beside traces otherwise)")
+    p.add_argument("--skip-bad-ranks", action="store_true",
+                   help="analyse the readable ranks when some cannot be read (the report says so)")
+    p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
+                   help="raise or lower an input cap, e.g. max_events=1000000000, max_ratio=500, "
+                        "max_input_bytes=200GiB (see docs/user-guide.md; also ANALYZER_LIMIT_<NAME>)")
     p.set_defaults(func=run_analyze)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     from .api import analyze
+    from .readers.limits import Limits, using
     from .render import render
 
+    limits = Limits.from_env().with_overrides(args.limit)
     for expr in args.fail_on:  # validate before the long work
         parse_fail_on(expr)
     for path in args.paths:
@@ -167,18 +181,20 @@ def run_analyze(args: argparse.Namespace) -> int:
             raise BadInputError(f"no such file or directory: {path}")
     bar = ProgressBar()
     try:
-        report = analyze(
-            args.paths, rules=args.rules, model=args.model, gpu=args.gpu,
-            metrics=args.metrics, server_args=args.server_args, progress=bar,
-        )
+        with using(limits):
+            report = analyze(
+                args.paths, rules=args.rules, model=args.model, gpu=args.gpu,
+                metrics=args.metrics, server_args=args.server_args, progress=bar,
+                skip_bad_ranks=args.skip_bad_ranks,
+            )
     finally:
         bar.close()
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {one_line(note)}", file=sys.stderr)
     doc = report.to_dict()
     text = render(doc, args.format)
     if args.output:
-        write_atomically(Path(args.output), text)
+        write_atomically(Path(args.output), text, inputs=args.paths)
     else:
         sys.stdout.write(text)
     breached = check_thresholds(doc, args.fail_on)
@@ -221,10 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BadInputError as exc:
-        print(f"trace-analyzer: error: {exc}", file=sys.stderr)
+        print(f"trace-analyzer: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ThresholdBreached as exc:
-        print(f"trace-analyzer: {exc}", file=sys.stderr)
+        print(f"trace-analyzer: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_THRESHOLD
     except KeyboardInterrupt:
         print("trace-analyzer: interrupted", file=sys.stderr)
@@ -235,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"trace-analyzer: internal error: {type(exc).__name__}: {exc} "
+            f"trace-analyzer: internal error: {type(exc).__name__}: {one_line(str(exc))} "
             "(run with --debug for a traceback, and please report it)",
             file=sys.stderr,
         )

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from analyzer.model import BadInputError
+from analyzer.model import BadInputError, NotATraceError
 from analyzer.readers.limits import Limits, active, refuse
 
 _T = TypeVar("_T")
@@ -412,7 +412,7 @@ class TraceSplitter:
             self.bare_list = True
             return m.end(), b""
         if first != b"{":
-            raise BadInputError(f"{self.path.name}: not a JSON trace (does not start with {{ or [)")
+            raise NotATraceError(f"{self.path.name}: not a JSON trace (does not start with {{ or [)")
         search_from = 0
         while True:
             buf = self.buf
@@ -423,7 +423,7 @@ class TraceSplitter:
                 search_from = k + 1
                 continue
             if self._eof:
-                raise BadInputError(
+                raise NotATraceError(
                     f"{self.path.name}: not a Kineto/Chrome trace (no top-level traceEvents)"
                 )
             self._header_cap(self.end, "no top-level traceEvents in the first bytes")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.model import BadInputError
+from analyzer.model import BadInputError, NotATraceError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -112,7 +112,7 @@ class NsysDb:
             raise BadInputError(f"{path}: unreadable SQLite file ({exc}); truncated?") from exc
         if not names.intersection(NSYS_MARKER_TABLES):
             con.close()
-            raise BadInputError(
+            raise NotATraceError(
                 f"{path} is an SQLite database but not an Nsight Systems export "
                 "(none of EXPORT_META_DATA, META_DATA_EXPORT, CUPTI_ACTIVITY_KIND_*, NVTX_EVENTS)"
             )
