@@ -127,10 +127,14 @@ _MD_LIVE = re.compile(r"([\\\[\]<>])")
 _AUTOLINK = re.compile(r"(?i)(://|\bwww\.)")
 
 
+def break_autolinks(text: str) -> str:
+    """``http://x`` / ``www.x`` with a zero-width space inside, so no renderer links them."""
+    return _AUTOLINK.sub(lambda m: m.group()[:-1] + "\u200b" + m.group()[-1], text)
+
+
 def markdown_safe(text: str) -> str:
     """Text that Markdown renders as typed: no link, image, HTML or autolinked URL."""
-    out = _MD_LIVE.sub(r"\\\1", terminal_safe(text))
-    return _AUTOLINK.sub(lambda m: m.group()[:-1] + "\u200b" + m.group()[-1], out)
+    return break_autolinks(_MD_LIVE.sub(r"\\\1", terminal_safe(text)))
 
 
 def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
