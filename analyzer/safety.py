@@ -35,14 +35,14 @@ _SECRET_WORDS = frozenset(
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _TOKEN_SHAPES = re.compile(
     r"(?:"
-    r"\bhf_[A-Za-z0-9]{16,}"  # Hugging Face
-    r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}"  # OpenAI / Anthropic style
-    r"|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_[A-Za-z0-9_]{20,}"  # GitHub
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key id
-    r"|\bxox[abprs]-[A-Za-z0-9\-]{10,}"  # Slack
-    r"|\bglpat-[A-Za-z0-9_\-]{16,}"  # GitLab
-    r"|\bAIza[0-9A-Za-z_\-]{30,}"  # Google API key
-    r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"  # JWT
+    r"(?<![A-Za-z0-9])hf_[A-Za-z0-9]{16,}"  # Hugging Face
+    r"|(?<![A-Za-z0-9])sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}"  # OpenAI / Anthropic style
+    r"|(?<![A-Za-z0-9])gh[pousr]_[A-Za-z0-9]{20,}|(?<![A-Za-z0-9])github_pat_[A-Za-z0-9_]{20,}"  # GitHub
+    r"|(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"  # AWS access key id
+    r"|(?<![A-Za-z0-9])xox[abprs]-[A-Za-z0-9\-]{10,}"  # Slack
+    r"|(?<![A-Za-z0-9])glpat-[A-Za-z0-9_\-]{16,}"  # GitLab
+    r"|(?<![A-Za-z0-9])AIza[0-9A-Za-z_\-]{30,}"  # Google API key
+    r"|(?<![A-Za-z0-9])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"  # JWT
     r"|\b(?:Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=\-]{8,}"  # Authorization header values
     r")"
 )
