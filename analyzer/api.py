@@ -122,6 +122,8 @@ def analyze(
 def _server_args(value: Mapping[str, Any] | PathLike) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
+    if not Path(value).is_file():  # also a FIFO or device: never opened (it could block)
+        raise BadInputError(f"cannot read server args {value}: not a regular file")
     try:
         data = json.loads(Path(value).read_text())
     except RecursionError:

@@ -114,7 +114,12 @@ class _Inputs:
 
     def add_server_args(self, path: Path, display: str) -> None:
         try:
+            if path.stat().st_size > 64 << 20:
+                raise ValueError("over 64 MB")
             doc = json.loads(path.read_bytes())
+        except RecursionError:
+            self.notes.append(f"ignored {display}: nested too deeply")
+            return
         except (OSError, ValueError) as exc:
             self.notes.append(f"ignored {display}: not valid JSON ({exc})")
             return
