@@ -457,3 +457,18 @@ def test_incomplete_capture_warns(tmp_path):
     res = cli("analyze", str(folder), "-f", "json")
     assert res.returncode == 0
     assert any("incomplete" in w for w in json.loads(res.stdout)["warnings"])
+
+
+def test_nsys_export_cache_is_pruned(tmp_path, monkeypatch):
+    import time
+
+    from analyzer.readers.nsys_export import prune_cache
+
+    now = time.time()
+    for name, age_days, size in [("old", 40, 10), ("lru", 1, 10), ("x.partial-1", 2, 5), ("new", 0, 10)]:
+        p = tmp_path / f"{name}.sqlite"
+        p.write_bytes(b"x" * size)
+        os.utime(p, (now - age_days * 86400,) * 2)
+    monkeypatch.setenv("TRACE_ANALYZER_NSYS_CACHE_MAX_BYTES", "15")
+    prune_cache(tmp_path, keep=tmp_path / "new.sqlite", now=now)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.sqlite"]
