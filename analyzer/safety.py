@@ -29,8 +29,7 @@ __all__ = ["REDACTED", "is_secret_key", "markdown_safe", "redact", "redact_text"
 REDACTED = "[REDACTED]"
 
 _SECRET_WORDS = frozenset(
-    "token key secret password passwd pwd auth authorization credential credentials apikey "
-    "passphrase cookie session private".split()
+    ["token", "key", "secret", "password", "passwd", "pwd", "auth", "authorization", "credential", "credentials", "apikey", "passphrase", "cookie", "session", "private"]
 )
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _TOKEN_SHAPES = re.compile(

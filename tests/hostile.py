@@ -61,8 +61,7 @@ def write_gz_stream(path: Path, parts: Iterable[bytes], level: int = 6) -> Path:
     """Write the concatenation of ``parts`` as one gzip member, streaming."""
     z = zlib.compressobj(level, zlib.DEFLATED, 31)
     with open(path, "wb") as fh:
-        for p in parts:
-            fh.write(z.compress(p))
+        fh.writelines(z.compress(p) for p in parts)
         fh.write(z.flush())
     return path
 

@@ -16,7 +16,7 @@ import pytest
 
 import analyzer.readers
 from analyzer.model import BadInputError, validate_event_table
-from analyzer.readers import archive, load_traces
+from analyzer.readers import load_traces
 from analyzer.readers.discovery import sniff
 from analyzer.readers.naming import parse_sglang_name
 

@@ -438,9 +438,7 @@ class TraceSplitter:
             self._more()
         if not v or v.group(1) != b"[":
             raise BadInputError(f"{self.path.name}: traceEvents is not a list")
-        prefix = bytes(self.buf[:k])
-        if prefix.startswith(_BOM):  # a UTF-8 byte order mark is accepted (and dropped)
-            prefix = prefix[len(_BOM):]
+        prefix = bytes(self.buf[:k]).removeprefix(_BOM)  # a UTF-8 byte order mark is accepted
         return v.end(), prefix + _KEY + b":"
 
     def iter_decoded(

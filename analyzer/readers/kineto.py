@@ -140,7 +140,10 @@ def read_kineto(
     except OSError as exc:
         raise BadInputError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
     head = _header(path, splitter.header, limits)
-    events = cols.frame()
+    try:
+        events = cols.frame()
+    except BadValue as exc:
+        raise BadInputError(f"{path.name}: {exc}") from None
     dist = head.get("distributedInfo")
     dist = dist if isinstance(dist, dict) else None
     rank = as_int(dist.get("rank")) if dist and "rank" in dist else -1

@@ -35,6 +35,7 @@ from analyzer.readers.kineto_decode import (
     as_str,
     text,
 )
+from analyzer.readers.limits import MAX_TS_NS, time_problem
 
 __all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "Columns", "SliceArgs"]
 
@@ -102,7 +103,7 @@ def _categorical(codes: np.ndarray, table: Codes) -> pd.Categorical:
 
 #: largest |ts| and dur in ns (2**62, ~146 years): start + duration, and the difference of
 #: any two such times, then fit int64 (no analysis can wrap around)
-_MAX_NS = 1 << 62
+_MAX_NS = MAX_TS_NS
 _MAX_US = _MAX_NS // 1000
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _I32_MAX = 2**31 - 1
@@ -310,15 +311,11 @@ _MAX_MSG = 1 << 50
 
 
 def _check_times(ts_ns: np.ndarray, dur_ns: np.ndarray) -> None:
-    """Refuse (``BadValue``) times past 2**62 ns, whichever path read them (vectorised)."""
-    if ts_ns.size and (
-        int(ts_ns.max()) > _MAX_NS or int(ts_ns.min()) < -_MAX_NS or int(dur_ns.max()) > _MAX_NS
-    ):
-        i = int(np.flatnonzero((np.abs(ts_ns) > _MAX_NS) | (dur_ns > _MAX_NS))[0])
-        raise BadValue(
-            f"an event has an absurd time (ts {int(ts_ns[i]) / 1000:.17g} us, dur "
-            f"{int(dur_ns[i]) / 1000:.17g} us; over 146 years)"
-        )
+    """Refuse (``BadValue``) times out of ``limits.time_problem``'s bounds, whichever path
+    read them (vectorised)."""
+    problem = time_problem(ts_ns, dur_ns)
+    if problem:
+        raise BadValue(problem)
 
 
 def _int32(values: np.ndarray, what: str) -> np.ndarray:
@@ -487,6 +484,13 @@ class Columns:
         """
         cols: dict[str, Any] = {}
         order: np.ndarray | None = None
+        dur = self.columns["dur_ns"]
+        dur_arr = dur.data[: dur.n] if dur.data is not None else np.full(dur.n, dur.value, np.int64)
+        ts_col = self.columns["ts_ns"]
+        ts_arr = ts_col.data[: ts_col.n] if ts_col.data is not None else np.full(ts_col.n, ts_col.value, np.int64)
+        problem = time_problem(ts_arr, dur_arr, whole=True)
+        if problem:
+            raise BadValue(problem)
         ts, _const = self.columns.pop("ts_ns").array()
         if ts.size and (np.diff(ts) < 0).any():
             order = np.argsort(ts, kind="stable")

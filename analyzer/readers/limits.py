@@ -24,10 +24,11 @@ import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from analyzer.model import BadInputError
 
-__all__ = ["ENV_PREFIX", "Limits", "active", "parse_limit", "using"]
+__all__ = ["ENV_PREFIX", "MAX_DUR_NS", "MAX_TS_NS", "MIN_TS_NS", "Limits", "active", "parse_limit", "time_problem", "using"]
 
 ENV_PREFIX = "ANALYZER_LIMIT_"
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
@@ -134,7 +135,7 @@ def using(limits: Limits) -> Iterator[Limits]:
         _ACTIVE.reset(token)
 
 
-def refuse(file_name: str, what: str, name: str, limit: int | float) -> BadInputError:
+def refuse(file_name: str, what: str, name: str, limit: float) -> BadInputError:
     """The one-line error for a file over a cap, saying how to raise it."""
     shown = f"{limit:g}" if isinstance(limit, float) else _human(limit, name)
     return BadInputError(
@@ -150,3 +151,39 @@ def _human(n: int, name: str) -> str:
         if n >= div and n % (div // 16 or 1) == 0:
             return f"{n / div:g} {unit}"
     return f"{n:,} bytes"
+
+
+# ------------------------------------------------------------------------------ value bounds
+
+#: event times every reader accepts, in ns: start in [-2**60, 2**62] (year 2116 in epoch ns),
+#: duration up to 2**61; a trace's span and its summed durations up to 2**62. Then start +
+#: duration, any difference of two starts and any per-trace sum fit int64: no analysis wraps.
+MAX_TS_NS = 1 << 62
+MIN_TS_NS = -(1 << 60)
+MAX_DUR_NS = 1 << 61
+MAX_SPAN_NS = 1 << 62
+
+
+def time_problem(ts_ns: Any, dur_ns: Any, *, whole: bool = False) -> str | None:
+    """Why these int64 time columns are out of bounds, or None (vectorised, O(1) calls).
+
+    ``whole``: the columns are a whole trace, so its span and summed durations are checked.
+    """
+    import numpy as np
+
+    if len(ts_ns) == 0:
+        return None
+    lo, hi, dmax = int(ts_ns.min()), int(ts_ns.max()), int(dur_ns.max())
+    if hi > MAX_TS_NS or lo < MIN_TS_NS or dmax > MAX_DUR_NS:
+        i = int(np.flatnonzero((ts_ns > MAX_TS_NS) | (ts_ns < MIN_TS_NS) | (dur_ns > MAX_DUR_NS))[0])
+        return (f"an event has an absurd time (ts {int(ts_ns[i]) / 1000:.17g} us, dur "
+                f"{int(dur_ns[i]) / 1000:.17g} us; over 73 years)")
+    if whole:
+        end = float(hi) + float(dmax)  # a bound; the exact end only when the bound is too big
+        if end - lo > MAX_SPAN_NS:
+            end = float((ts_ns + dur_ns).max())
+        if end - lo > MAX_SPAN_NS:
+            return "the events span over 146 years (an absurd timestamp)"
+        if float(dur_ns.sum(dtype=np.float64)) > MAX_SPAN_NS:
+            return "the event durations add up to over 146 years"
+    return None

@@ -34,9 +34,9 @@ from analyzer.model import (
     Trace,
     validate_event_table,
 )
-from analyzer.readers.limits import active, refuse
+from analyzer.readers.limits import active, refuse, time_problem
 from analyzer.readers.nsys_export import export_report, is_report
-from analyzer.readers.nsys_schema import MAX_TIME_NS, NsysDb, as_int64
+from analyzer.readers.nsys_schema import NsysDb, as_int64
 from analyzer.readers.nsys_tables import (
     GRAPH_TRACE_NAME,
     KIND_CODE,
@@ -154,8 +154,9 @@ def _check_rows(source: Path, part: str, raw: Raw, gpu: bool) -> None:
     ts, dur = raw["ts_ns"], raw["dur_ns"]
     if ts.size == 0:
         return
-    if int(ts.max()) > MAX_TIME_NS or int(ts.min()) < -MAX_TIME_NS or int(dur.max()) > MAX_TIME_NS:
-        raise BadInputError(f"{source}: {part} rows with absurd times (over 146 years)")
+    problem = time_problem(ts, dur, whole=True)
+    if problem:
+        raise BadInputError(f"{source}: {part} rows: {problem}")
     if gpu:
         dev, stream = raw["device"], raw["stream"]
         if int(dev.min()) < -1 or int(dev.max()) > MAX_DEVICE:  # -1: NULL (unknown)

@@ -11,6 +11,7 @@ column exists: :class:`NsysDb` asks ``sqlite_master`` and ``PRAGMA table_info`` 
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -279,7 +280,7 @@ def as_int64(value: Any) -> int | None:
     if isinstance(value, int):
         i = value
     elif isinstance(value, float):
-        if value != value or abs(value) >= 2.0**63 or not value.is_integer():
+        if not math.isfinite(value) or abs(value) >= 2.0**63 or not value.is_integer():
             return None
         i = int(value)
     elif isinstance(value, (str, bytes)):

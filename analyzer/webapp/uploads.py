@@ -22,8 +22,8 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..model import BadInputError
 from ..readers import archive
