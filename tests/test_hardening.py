@@ -478,3 +478,16 @@ def test_nsys_export_cache_is_pruned(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACE_ANALYZER_NSYS_CACHE_MAX_BYTES", "15")
     prune_cache(tmp_path, keep=tmp_path / "new.sqlite", now=now)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.sqlite"]
+
+
+def test_app_upload_caps_cover_gzip(bombs):
+    """The app reads a .json.gz upload under its own caps (not only zips)."""
+    from analyzer.webapp import Limits as UploadLimits
+    from analyzer.webapp import Upload, prepared_inputs, run_analysis
+    from analyzer.webapp.uploads import reader_limits
+
+    path = bombs["whitespace_in_events"]
+    limits = UploadLimits.from_upload_mb(8)  # extracted/decompressed at most 64 MiB
+    with prepared_inputs([Upload(path.name, path.read_bytes())], limits) as paths, \
+            reader_limits(limits), pytest.raises(BadInputError, match="whitespace_in_events"):
+        run_analysis(paths)
