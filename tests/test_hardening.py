@@ -414,7 +414,8 @@ def test_collect_writes_no_secret(tmp_path):
 # untrusted strings in their sinks
 # ------------------------------------------------------------------------------------------
 
-EVIL_NAME = "k\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07\x1b[2J![x](http://evil.example/p.png)<img src=x>"
+EVIL_NAME = ("k\x1b]8;;http://evil.example/\x07click\x1b]8;;\x07\x1b[2J![x](http://evil.example/p.png)"
+             "<img src=x></script><script>alert(1)</script>")
 
 
 def test_names_escaped_for_terminal_and_markdown(tmp_path):
@@ -426,6 +427,8 @@ def test_names_escaped_for_terminal_and_markdown(tmp_path):
     md = cli("analyze", str(p), "-f", "markdown").stdout
     assert not re.search(r"(?<!\\)\]\(", md)  # no live [text](url) or ![img](url)
     assert not re.search(r"(?<!\\)<img", md) and "http://evil" not in md
+    html = cli("analyze", str(p), "-f", "html").stdout
+    assert "<script>alert(1)" not in html and "<img src=x></script>" not in html
 
 
 def test_error_line_with_newline_and_escape_in_file_name(tmp_path):
