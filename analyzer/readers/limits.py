@@ -13,7 +13,7 @@ and hold KBs outside ``traceEvents``).
     >>> with using(Limits(max_events=10_000_000)):          # doctest: +SKIP
     ...     trace = read_kineto("rank0.trace.json.gz")
     >>> active().max_ratio
-    200.0
+    100.0
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Limits:
     """
 
     max_input_bytes: int = 64 * GIB
-    max_ratio: float = 200.0
+    max_ratio: float = 100.0
     ratio_min_bytes: int = 64 * MIB
     max_header_bytes: int = 16 * MIB
     max_event_bytes: int = 16 * MIB

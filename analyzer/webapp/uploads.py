@@ -48,7 +48,7 @@ class Limits:
     max_upload_bytes: int
     max_unzipped_bytes: int
     max_zip_members: int = 2000
-    max_zip_ratio: float = 200.0
+    max_zip_ratio: float = 100.0
 
     @classmethod
     def from_upload_mb(cls, upload_mb: float, *, unzip_factor: int = 8) -> Limits:
