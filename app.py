@@ -38,7 +38,8 @@ def analyze_uploads(key: str, _uploads: tuple[wa.Upload, ...], _limits: wa.Limit
     """The report dict of uploaded files; ``key`` = content hash of the files + options."""
     bar, on_progress = _progress_bar()
     try:
-        return wa.run_uploads(_uploads, _limits, _options, on_progress)
+        with wa.uploads.reader_limits(_limits):  # the readers' caps, no looser than the upload's
+            return wa.run_uploads(_uploads, _limits, _options, on_progress)
     finally:
         bar.empty()
 
@@ -126,7 +127,7 @@ def _run(source: str, uploads: list, sample: wa.Sample | None, options: wa.Optio
         key = "sample:" + sample.key() + repr(options.key())
         return analyze_sample(key, sample, options), f"trace-report-{sample.name}"
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line, never a traceback
-        st.error(wa.error_line(exc), icon=":material/error:")
+        st.error(wa.page.md_escape(wa.error_line(exc)), icon=":material/error:")
         return None, ""
 
 
@@ -184,7 +185,7 @@ def analysis_page() -> None:
         (sample.label if sample is not None else "trace")
     st.set_page_config(page_title=f"{run_name} · Trace analyzer")
     st.title(page.title)
-    st.caption(page.subtitle)
+    st.caption(wa.page.md_escape(page.subtitle))
     st.markdown(wa.page.md_escape(wa.page.run_files_line(doc, files)))
     skipped = wa.page.skipped_notes(doc)
     if skipped:
@@ -197,21 +198,21 @@ def analysis_page() -> None:
             st.download_button(f"Download {d.label}", data=d.data, file_name=d.file_name, mime=d.mime,
                                on_click="ignore", icon=":material/download:", key=f"dl-{d.label}")
     for w in page.warnings:
-        st.warning(w)
+        st.warning(wa.page.md_escape(w))
     st.header("Findings")
     if not page.cards:
         st.success("No finding: nothing stood out. The figures below show where the time went.")
     for card in page.cards:
         _card(card)
     for a in page.abstained:
-        st.caption(f"Could not tell: {a}")
+        st.caption(f"Could not tell: {wa.page.md_escape(a)}")
     for sec in page.sections:
         _section(sec)
     with st.expander("Inputs and notes"):
         if not page.inputs.empty:
             st.dataframe(page.inputs, hide_index=True)
         for n in page.notes:
-            st.caption(n)
+            st.caption(wa.page.md_escape(n))
 
 
 # ------------------------------------------------------------------------------------------
@@ -265,14 +266,14 @@ def capacity_page() -> None:
     try:
         page = wa.capacity.capacity_page(inputs, last["doc"] if last else None)
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        st.error(wa.error_line(exc), icon=":material/error:")
+        st.error(wa.page.md_escape(wa.error_line(exc)), icon=":material/error:")
         return
     for col, m in zip(st.columns(len(page.metrics)), page.metrics):
         col.metric(m.label, m.value, help=m.help, border=True)
     if page.calibrated:
         st.caption(f"Calibrated from {last['label']}: " + ", ".join(page.calibrated))
     for w in page.warnings:
-        st.warning(w)
+        st.warning(wa.page.md_escape(w))
     st.plotly_chart(page.figure, key="plot-capacity", config={"displaylogo": False})
     st.dataframe(wa.display_table(page.table), hide_index=True, key="table-capacity")
     with st.container(horizontal=True):
@@ -283,7 +284,7 @@ def capacity_page() -> None:
     if page.notes:
         with st.expander("Notes"):
             for n in page.notes:
-                st.caption(n)
+                st.caption(wa.page.md_escape(n))
 
 
 # ------------------------------------------------------------------------------------------

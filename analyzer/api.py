@@ -20,13 +20,19 @@ Progress = Callable[[int, int], None]
 PathLike = str | Path
 
 
-def load(paths: Sequence[PathLike] | PathLike, *, progress: Progress | None = None) -> TraceSet:
-    """Read traces (files, directories, .zip, Nsight exports) into a TraceSet."""
+def load(
+    paths: Sequence[PathLike] | PathLike, *, progress: Progress | None = None,
+    skip_bad_ranks: bool = False,
+) -> TraceSet:
+    """Read traces (files, directories, .zip, Nsight exports) into a TraceSet.
+
+    A rank that cannot be read raises ``BadInputError`` unless ``skip_bad_ranks``: then it
+    is left out with a report warning."""
     from .readers import load_traces
 
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    return load_traces(list(paths), progress=progress)
+    return load_traces(list(paths), progress=progress, skip_bad=skip_bad_ranks)
 
 
 def analyze(
@@ -41,6 +47,7 @@ def analyze(
     include_edges: bool = False,
     roofline: str = "auto",
     graph_capture: PathLike | None = None,
+    skip_bad_ranks: bool = False,
 ) -> Report:
     """Analyse traces and return a :class:`Report`.
 
@@ -55,6 +62,8 @@ def analyze(
     ``include_edges``: count the capture edges (idle before the first step's work and after
     the last step's, or around lone warm-up/teardown activity) as idle, as 0.1.0 did; by
     default they are reported apart as ``edge_us`` and left out of idle, shares and findings.
+    ``skip_bad_ranks``: leave out (with a warning) the ranks that cannot be read, instead
+    of raising ``BadInputError``.
 
     A TraceSet passed in is changed in place: its event tables are classified, and the
     python stack frames that no analysis reads (``analyses/prune.py``) are dropped from them.
@@ -69,7 +78,10 @@ def analyze(
 
     given_args = _server_args(server_args) if server_args is not None else None
     parsed_metrics = _metrics(metrics)  # bad side inputs fail before the long work
-    traceset = source if isinstance(source, TraceSet) else load(source, progress=progress)
+    traceset = (
+        source if isinstance(source, TraceSet)
+        else load(source, progress=progress, skip_bad_ranks=skip_bad_ranks)
+    )
     if not traceset.traces:
         raise BadInputError("no trace found in the inputs")
     ruleset = load_rules([str(r) for r in rules])
@@ -95,7 +107,7 @@ def analyze(
             by_rank.setdefault(tl.rank, tl)
 
     sargs = given_args if given_args is not None else traceset.server_args
-    warnings = [w for t in traceset.traces for w in t.warnings]
+    warnings = [*traceset.warnings, *(w for t in traceset.traces for w in t.warnings)]
     if any(tl.activity_source == "cpu" for tl in timelines):
         warnings.append(
             "some traces have no GPU activity: their figures come from top-level CPU operators"
@@ -181,8 +193,12 @@ def export_perfetto(
 def _server_args(value: Mapping[str, Any] | PathLike) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
+    if not Path(value).is_file():  # also a FIFO or device: never opened (it could block)
+        raise BadInputError(f"cannot read server args {value}: not a regular file")
     try:
         data = json.loads(Path(value).read_text())
+    except RecursionError:
+        raise BadInputError(f"cannot read server args {value}: nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise BadInputError(f"cannot read server args {value}: {exc}") from None
     if not isinstance(data, dict):

@@ -31,6 +31,13 @@ SUBCOMMAND_MODULES = (
 FORMATS = ("text", "json", "markdown", "html")
 
 
+def one_line(text: str) -> str:
+    """A message for stderr: one line, no terminal control characters, no secrets."""
+    from .safety import redact_text, terminal_safe
+
+    return terminal_safe(redact_text(text))
+
+
 class ThresholdBreached(Exception):
     """A --fail-on expression was true."""
 
@@ -189,13 +196,20 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--graph-capture", metavar="PATH",
                    help="CUDA-graph capture trace (file, or folder with execution_details.json) "
                         "that maps graph-replayed kernels back to their ops and shapes")
+    p.add_argument("--skip-bad-ranks", action="store_true",
+                   help="analyse the readable ranks when some cannot be read (the report says so)")
+    p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
+                   help="raise or lower an input cap, e.g. max_events=1000000000, max_ratio=500, "
+                        "max_input_bytes=200GiB (see docs/user-guide.md; also ANALYZER_LIMIT_<NAME>)")
     p.set_defaults(func=run_analyze)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     from .api import analyze
+    from .readers.limits import Limits, using
     from .render import render
 
+    limits = Limits.from_env().with_overrides(args.limit)
     for expr in args.fail_on:  # validate before the long work
         parse_fail_on(expr)
     for path in args.paths:
@@ -203,20 +217,21 @@ def run_analyze(args: argparse.Namespace) -> int:
             raise BadInputError(f"no such file or directory: {path}")
     bar = ProgressBar()
     try:
-        report = analyze(
-            args.paths, rules=args.rules, model=args.model, gpu=args.gpu,
-            metrics=args.metrics, server_args=args.server_args, progress=bar,
-            include_edges=args.include_edges, roofline=args.roofline,
-            graph_capture=args.graph_capture,
-        )
+        with using(limits):
+            report = analyze(
+                args.paths, rules=args.rules, model=args.model, gpu=args.gpu,
+                metrics=args.metrics, server_args=args.server_args, progress=bar,
+                include_edges=args.include_edges, roofline=args.roofline,
+                graph_capture=args.graph_capture, skip_bad_ranks=args.skip_bad_ranks,
+            )
     finally:
         bar.close()
     for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(f"note: {one_line(note)}", file=sys.stderr)
     doc = report.to_dict()
     text = render(doc, args.format)
     if args.output:
-        write_atomically(Path(args.output), text)
+        write_atomically(Path(args.output), text, inputs=args.paths)
     else:
         sys.stdout.write(text)
     breached = check_thresholds(doc, args.fail_on)
@@ -328,10 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BadInputError as exc:
-        print(f"trace-analyzer: error: {exc}", file=sys.stderr)
+        print(f"trace-analyzer: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except ThresholdBreached as exc:
-        print(f"trace-analyzer: {exc}", file=sys.stderr)
+        print(f"trace-analyzer: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_THRESHOLD
     except KeyboardInterrupt:
         print("trace-analyzer: interrupted", file=sys.stderr)
@@ -342,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(
-            f"trace-analyzer: internal error: {type(exc).__name__}: {exc} "
+            f"trace-analyzer: internal error: {type(exc).__name__}: {one_line(str(exc))} "
             "(run with --debug for a traceback, and please report it)",
             file=sys.stderr,
         )

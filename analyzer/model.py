@@ -202,6 +202,7 @@ class TraceSet:
     traces: list[Trace]
     server_args: Mapping[str, Any] | None = None
     notes: list[str] = field(default_factory=list)  # skipped files etc., also printed on stderr
+    warnings: list[str] = field(default_factory=list)  # e.g. ranks left out: top of the report
 
     @property
     def profiles(self) -> dict[str, list[Trace]]:
@@ -244,3 +245,8 @@ class AnalyzerError(Exception):
 
 class BadInputError(AnalyzerError):
     """The input cannot be analysed (truncated, malformed, wrong format). CLI exit code 2."""
+
+
+class NotATraceError(BadInputError):
+    """The file is not a trace at all (a JSON without ``traceEvents``, an unrelated SQLite
+    database): inside a directory it is skipped with a note, unlike a damaged trace."""

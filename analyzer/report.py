@@ -84,6 +84,10 @@ class Report:
         return self.findings[0] if self.findings else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON contract, with secrets redacted (``analyzer.safety.redact``)."""
+        return _redacted(self._raw_dict())
+
+    def _raw_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": TOOL_NAME, "version": __version__},
@@ -104,6 +108,17 @@ class Report:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, default=_json_default, allow_nan=False)
+
+
+def _redacted(doc: dict[str, Any]) -> dict[str, Any]:
+    """Secrets out of a report: by key in the user-supplied parts (server args, metrics, run
+    context), by shape (``hf_...``, ``Bearer ...``) in every string."""
+    from .safety import redact
+
+    for key in ("server_args", "metrics", "context"):
+        if doc.get(key):
+            doc[key] = redact(doc[key])
+    return redact(doc, keys=False)  # type: ignore[no-any-return]
 
 
 def _json_default(obj: Any) -> Any:

@@ -25,3 +25,13 @@ def test_every_subcommand_is_in_the_user_guide(repo_root):
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for name in sub.choices:
         assert f"trace-analyzer {name}" in guide, name
+
+
+def test_every_input_limit_is_in_the_user_guide(repo_root):
+    from dataclasses import fields
+
+    from analyzer.readers.limits import Limits
+
+    guide = (repo_root / "docs" / "user-guide.md").read_text()
+    for f in fields(Limits):
+        assert f"`{f.name}`" in guide, f.name

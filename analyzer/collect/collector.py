@@ -13,6 +13,7 @@ wait for every rank's complete ``*.trace.json.gz``; ``/metrics`` -> ``metrics_af
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -20,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from analyzer.fileio import write_atomically
 from analyzer.model import BadInputError
+from analyzer.readers.discovery import INCOMPLETE_MARKER
+from analyzer.safety import REDACTED, is_secret_key, redact, redact_text
 
 from .client import SGLangClient
 from .files import expected_rank_files, snapshot, wait_for_traces
@@ -114,16 +118,26 @@ def profile_request(opts: CollectOptions, server_dir: str) -> dict[str, Any]:
 
 
 def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise BadInputError(f"cannot write {path}: {exc}") from None
+    """Write a capture file whole or not at all (temp file + rename)."""
+    write_atomically(path, text)
+
+
+_PROM_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def redact_prometheus(text: str) -> str:
+    """Prometheus text with secret-named label values and credential-shaped strings redacted."""
+    def label(m: re.Match[str]) -> str:
+        return f'{m.group(1)}="{REDACTED}"' if is_secret_key(m.group(1)) else m.group()
+
+    return redact_text(_PROM_LABEL.sub(label, text))
 
 
 def _scrape(client: SGLangClient, path: Path) -> ServerMetrics | None:
     text = client.metrics_text()
     if text is None:
         return None
+    text = redact_prometheus(text)
     _write(path, text)
     return parse_prometheus_text(text)
 
@@ -146,7 +160,7 @@ def collect(
             "and writes one file per stage (it has no manual stop for stage captures)"
         )
     client = SGLangClient(opts.url, api_key=opts.api_key, timeout_s=min(30.0, opts.timeout_s))
-    info = client.server_info()
+    info = redact(client.server_info())  # api keys, HF tokens never reach the disk
 
     out = opts.output_dir.expanduser().resolve()
     try:
@@ -177,6 +191,9 @@ def collect(
             "use a shared --output-dir, or --expect-files with the number this host will see"
         )
 
+    marker = out / INCOMPLETE_MARKER  # removed once every file is complete
+    _write(marker, f"capture started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
+                   "and not finished (interrupted, or the server stopped answering)\n")
     args_path = out / SERVER_ARGS_FILE
     _write(args_path, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -240,6 +257,10 @@ def collect(
     window = (
         metrics_window(before, after, window_s=capture_s + waited_s) if before and after else None
     )
+    try:
+        marker.unlink()
+    except OSError:
+        pass
     return CollectResult(
         output_dir=out,
         trace_files=files,

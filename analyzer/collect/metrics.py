@@ -507,6 +507,10 @@ def load_metrics(path: str | Path) -> ServerMetrics:
         if after.is_file() or before.is_file():
             return load_metrics(after if after.is_file() else before)
         raise BadInputError(f"{p} has neither {BEFORE_FILE} nor {AFTER_FILE}")
+    if not p.is_file():  # also a FIFO or device: never opened (it could block)
+        raise BadInputError(f"cannot read metrics file {p}: not a regular file")
+    if p.stat().st_size > 256 << 20:
+        raise BadInputError(f"cannot read metrics file {p}: over 256 MB")
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -95,11 +95,19 @@ def extract_zip(
                     target.mkdir(parents=True, exist_ok=True)
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
+                member_bytes = 0
                 with zf.open(m) as src, open(target, "wb") as dst:
                     while block := src.read(_COPY_BLOCK):
                         written += len(block)
+                        member_bytes += len(block)
                         if written > max_total_bytes:
                             raise BadInputError(_too_large(path, max_total_bytes))
+                        if (max_ratio is not None and member_bytes > _RATIO_MIN_BYTES
+                                and member_bytes > max_ratio * max(m.compress_size, 1)):
+                            raise BadInputError(  # a member that lies about its size
+                                f"{path.name}: member {m.filename!r} expands over "
+                                f"{max_ratio:.0f}x: refusing a possible zip bomb"
+                            )
                         dst.write(block)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
             RuntimeError) as exc:
@@ -110,8 +118,12 @@ def extract_zip(
 @contextmanager
 def extracted_zip(path: Path) -> Iterator[Path]:
     """Extract ``path`` into a fresh temporary directory, yield it, and remove it after."""
+    from analyzer.readers.limits import active
+
+    lim = active()  # the same caps as the app's: member count, total bytes, ratio
     tmp = Path(tempfile.mkdtemp(prefix="trace-analyzer-zip-"))
     try:
-        yield extract_zip(path, tmp, max_members=MAX_MEMBERS, max_total_bytes=MAX_TOTAL_BYTES)
+        yield extract_zip(path, tmp, max_members=lim.max_zip_members,
+                          max_total_bytes=lim.max_zip_bytes, max_ratio=lim.max_ratio)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import union_categoricals
 
-from analyzer.model import BadInputError, RankInfo, SourceFile, Trace, TraceSet
+from analyzer.model import BadInputError, NotATraceError, RankInfo, SourceFile, Trace, TraceSet
 from analyzer.readers.archive import ZIP_MAGIC, extracted_zip
 from analyzer.readers.jobs import check_one_job
 from analyzer.readers.jsonstream import GZIP_MAGIC
@@ -50,6 +50,8 @@ __all__ = ["Progress", "concat_event_tables", "load_traces", "sniff"]
 Progress = Callable[[int, int], None]
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SERVER_ARGS = "server_args.json"
+#: written by ``collect`` into a capture folder until the capture finished
+INCOMPLETE_MARKER = "CAPTURE_INCOMPLETE"
 MAX_NOTES_PER_KIND = 20
 
 
@@ -97,10 +99,30 @@ class _Inputs:
     server_args_from: str | None = None
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def check_capture(self, folder: Path, display: str) -> None:
+        """Warn about a capture folder that ``collect`` marked incomplete."""
+        marker = folder / INCOMPLETE_MARKER
+        if marker.is_file():
+            try:
+                why = marker.read_text(encoding="utf-8", errors="replace")[:300].strip()
+            except OSError:
+                why = ""
+            self.warnings.append(
+                f"the capture in {display} is marked incomplete by collect"
+                + (f" ({' '.join(why.split())})" if why else "")
+                + ": some ranks or steps may be missing or truncated"
+            )
 
     def add_server_args(self, path: Path, display: str) -> None:
         try:
+            if path.stat().st_size > 64 << 20:
+                raise ValueError("over 64 MB")
             doc = json.loads(path.read_bytes())
+        except RecursionError:
+            self.notes.append(f"ignored {display}: nested too deeply")
+            return
         except (OSError, ValueError) as exc:
             self.notes.append(f"ignored {display}: not valid JSON ({exc})")
             return
@@ -120,6 +142,11 @@ def _collect(paths: Sequence[str | Path], stack: ExitStack) -> _Inputs:
         p = Path(raw)
         if not p.exists():
             raise BadInputError(f"{p}: no such file or directory")
+        if not p.is_dir() and not p.is_file():  # stat only: a FIFO is never opened
+            raise BadInputError(
+                f"{p}: not a regular file or directory (a FIFO, socket or device); "
+                "save the trace to a file first"
+            )
         if p.is_dir():
             _walk(p, str(p), inp, seen)
             continue
@@ -148,6 +175,10 @@ def _collect(paths: Sequence[str | Path], stack: ExitStack) -> _Inputs:
 def _walk(root: Path, display_root: str, inp: _Inputs, seen: set[Path]) -> None:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if INCOMPLETE_MARKER in filenames:
+            rel = Path(dirpath).relative_to(root)
+            inp.check_capture(Path(dirpath), str(Path(display_root) / rel))
+            filenames = [f for f in filenames if f != INCOMPLETE_MARKER]
         for fname in sorted(filenames):
             if fname.startswith("."):
                 continue
@@ -197,7 +228,32 @@ def _nsys_readers() -> tuple[Callable[[Path], list[Trace]], Callable[[list[Path]
     return nsys.read_nsys, (many or (lambda ps: [t for p in ps for t in nsys.read_nsys(p)]))
 
 
-def _read_nsys_files(cands: list[_Candidate], meter: _Meter, notes: list[str]) -> list[Trace]:
+@dataclass
+class _Bad:
+    """What to do with a rank that cannot be read: fail (default) or leave it out."""
+
+    skip: bool
+    notes: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def handle(self, cand: _Candidate, exc: BadInputError, many: bool) -> None:
+        msg = _strip_name(str(exc), cand.path.name)
+        if isinstance(exc, NotATraceError) and not cand.explicit:
+            self.notes.append(f"skipped {cand.display}: {msg}")  # not a trace: not a rank
+            return
+        if not (self.skip and many):
+            if cand.explicit and not many:
+                raise exc
+            raise BadInputError(
+                f"{cand.display}: {msg} (one rank cannot be read; pass --skip-bad-ranks "
+                "to analyse the others)"
+            ) from None
+        self.notes.append(f"skipped {cand.display}: {msg}")
+        self.warnings.append(f"rank file {cand.display} could not be read and is left out "
+                             f"of this report: {msg}")
+
+
+def _read_nsys_files(cands: list[_Candidate], meter: _Meter, bad: _Bad, many: bool) -> list[Trace]:
     if not cands:
         return []
     read_one, read_many = _nsys_readers()
@@ -213,9 +269,7 @@ def _read_nsys_files(cands: list[_Candidate], meter: _Meter, notes: list[str]) -
         try:
             out.extend(read_one(c.path))
         except BadInputError as exc:
-            if c.explicit:
-                raise
-            notes.append(f"skipped {c.display}: {exc}")
+            bad.handle(c, exc, many)
         meter.add(_size(c.path))
     return out
 
@@ -234,7 +288,7 @@ class _Loaded:
     name: SglangName | None
 
 
-def _read_kineto_files(cands: list[_Candidate], meter: _Meter, notes: list[str]) -> list[_Loaded]:
+def _read_kineto_files(cands: list[_Candidate], meter: _Meter, bad: _Bad, many: bool) -> list[_Loaded]:
     out: list[_Loaded] = []
     for c in cands:
         size = _size(c.path)
@@ -242,9 +296,7 @@ def _read_kineto_files(cands: list[_Candidate], meter: _Meter, notes: list[str])
         try:
             trace = read_kineto(c.path, progress=meter.add)
         except BadInputError as exc:
-            if c.explicit:
-                raise
-            notes.append(f"skipped {c.display}: {_strip_name(str(exc), c.path.name)}")
+            bad.handle(c, exc, many)
             meter.add(max(0, size - (meter.done - before)))
             continue
         meter.add(max(0, size - (meter.done - before)))
@@ -384,12 +436,17 @@ def concat_event_tables(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
-def load_traces(paths: Sequence[str | Path], *, progress: Progress | None = None) -> TraceSet:
+def load_traces(
+    paths: Sequence[str | Path], *, progress: Progress | None = None, skip_bad: bool = False
+) -> TraceSet:
     """Read every trace in ``paths`` (files, directories, ``.zip``) into a ``TraceSet``.
 
     ``progress(done_bytes, total_bytes)`` is called as on-disk bytes are consumed.
-    Raises ``BadInputError`` when no trace can be read, or when a file named explicitly
-    is not a readable trace.
+    Raises ``BadInputError`` when no trace can be read, or when one rank (a trace file,
+    named or found in a folder) cannot be read, unless ``skip_bad``: then it is left out and
+    ``TraceSet.warnings`` says so. Files that are not traces at all (a JSON without
+    ``traceEvents`` in a folder) are skipped with a note. A capture that ``collect`` marked
+    incomplete gives a warning.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -406,8 +463,10 @@ def load_traces(paths: Sequence[str | Path], *, progress: Progress | None = None
             why = f" ({'; '.join(inp.skipped[:3])}{'; ...' if len(inp.skipped) > 3 else ''})" if inp.skipped else ""
             raise BadInputError(f"no trace file found in {_describe(paths)}{why}")
         meter = _Meter(progress, sum(_size(c.path) for c in inp.candidates))
-        loaded = _read_kineto_files([c for c in inp.candidates if c.fmt == "kineto"], meter, notes)
-        nsys = _read_nsys_files([c for c in inp.candidates if c.fmt == "nsys"], meter, notes)
+        bad = _Bad(skip_bad, notes, list(inp.warnings))
+        many = len(inp.candidates) > 1
+        loaded = _read_kineto_files([c for c in inp.candidates if c.fmt == "kineto"], meter, bad, many)
+        nsys = _read_nsys_files([c for c in inp.candidates if c.fmt == "nsys"], meter, bad, many)
     if not loaded and not nsys:
         raise BadInputError(f"no readable trace in {_describe(paths)} ({'; '.join(notes[:3])})")
     traces: list[Trace] = []
@@ -418,7 +477,7 @@ def load_traces(paths: Sequence[str | Path], *, progress: Progress | None = None
         traces.extend(sorted(_assign(by_profile[profile], profile, notes), key=_order))
     traces.extend(sorted(nsys, key=_order))
     check_one_job(traces)  # different GPUs / world sizes / days apart: two jobs, not ranks
-    return TraceSet(traces=traces, server_args=inp.server_args, notes=notes)
+    return TraceSet(traces=traces, server_args=inp.server_args, notes=notes, warnings=bad.warnings)
 
 
 def _order(t: Trace) -> tuple[str, int]:

@@ -32,16 +32,17 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from analyzer.model import BadInputError
+from analyzer.model import BadInputError, NotATraceError
+from analyzer.readers.limits import Limits, active, refuse
 
 _T = TypeVar("_T")
 GZIP_MAGIC = b"\x1f\x8b"
 READ_BLOCK_BYTES = 2 << 20  # compressed/plain bytes per read
 TARGET_CHUNK_BYTES = 4 << 20  # uncompressed bytes per decoded slice (bounds memory)
-MAX_HEADER_BYTES = 256 << 20  # give up looking for "traceEvents" after this many bytes
 _WS = b" \t\r\n"
 _NEXT_ELEMENT = re.compile(rb"[ \t\r\n]*(?:,[ \t\r\n]*\{|\])")
 _KEY = b'"traceEvents"'
+_BOM = b"\xef\xbb\xbf"
 _FIRST = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*([^ \t\r\n])")
 _VALUE = re.compile(rb"[ \t\r\n]*:[ \t\r\n]*(.)", re.DOTALL)
 _SEP = re.compile(rb"[ \t\r\n]*,?[ \t\r\n]*")
@@ -53,14 +54,18 @@ _CLASS[ord("}")] = _CLASS[ord("]")] = 2
 _CLASS[ord(",")] = 3
 
 
-def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+def iter_file_bytes(
+    path: Path, progress: Callable[[int], None] | None = None, limits: Limits | None = None
+) -> Iterator[bytes]:
     """Yield the uncompressed content of ``path`` in blocks (gzip detected by magic).
 
     A gzip file is inflated by a helper thread (zlib releases the GIL), so inflating the
     next blocks overlaps with parsing the current one; at most a few blocks are queued.
     ``progress`` receives the number of on-disk bytes consumed (called in this thread).
-    Raises ``BadInputError`` for a truncated or corrupt gzip stream.
+    Raises ``BadInputError`` for a truncated or corrupt gzip stream, or one that inflates
+    past ``limits.max_ratio`` / ``limits.max_input_bytes``.
     """
+    lim = limits or active()
     with open(path, "rb") as fh:
         first = fh.read(READ_BLOCK_BYTES)
         if first[:2] != GZIP_MAGIC:
@@ -71,7 +76,7 @@ def iter_file_bytes(path: Path, progress: Callable[[int], None] | None = None) -
                 yield data
                 data = fh.read(READ_BLOCK_BYTES)
             return
-        for block, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first)):
+        for block, disk_bytes in _in_thread(lambda: _gunzip(path, fh, first, lim)):
             if progress and disk_bytes:
                 progress(disk_bytes)
             if block:
@@ -117,20 +122,41 @@ def _in_thread(make: Callable[[], Iterator[_T]], depth: int = 3) -> Iterator[_T]
         worker.join()
 
 
-def _gunzip(path: Path, fh: BinaryIO, first: bytes) -> Iterator[tuple[bytes, int]]:
-    """Inflate a (possibly multi-member) gzip stream: (uncompressed block, disk bytes read)."""
+def _gunzip(path: Path, fh: BinaryIO, first: bytes, lim: Limits) -> Iterator[tuple[bytes, int]]:
+    """Inflate a (possibly multi-member) gzip stream: (uncompressed block, disk bytes read).
+
+    The expansion is checked once per block: past ``lim.ratio_min_bytes`` inflated, the
+    bytes out over the compressed bytes consumed must stay under ``lim.max_ratio``.
+    """
     dec = zlib.decompressobj(wbits=31)
     comp = first
+    fed = 0  # compressed bytes handed to zlib so far (all members)
+    inflated = 0
+
+    def check(out: bytes) -> None:
+        nonlocal inflated
+        inflated += len(out)
+        if inflated > lim.max_input_bytes:
+            raise refuse(path.name, "too large once decompressed", "max_input_bytes",
+                         lim.max_input_bytes)
+        if inflated > lim.ratio_min_bytes:
+            used = max(fed - len(dec.unconsumed_tail), 1)
+            if inflated > lim.max_ratio * used:
+                raise refuse(path.name, f"gzip data expands {inflated / used:.0f}x, a possible "
+                             "decompression bomb", "max_ratio", lim.max_ratio)
+
     while True:
         if not comp:
             if not dec.eof:
                 raise BadInputError(f"{path.name}: truncated gzip file (unexpected end of data)")
             return
         read = len(comp)
+        fed += read
         try:
             # bound each output block so a highly compressible input stays chunked
             out = dec.decompress(comp, READ_BLOCK_BYTES * 2)
             while out:
+                check(out)
                 yield out, read
                 read = 0
                 if dec.eof:
@@ -147,6 +173,7 @@ def _gunzip(path: Path, fh: BinaryIO, first: bytes) -> Iterator[tuple[bytes, int
                     return  # trailing garbage after a complete member: ignore like gzip(1)
                 dec = zlib.decompressobj(wbits=31)
                 comp = rest
+                fed -= len(rest)  # counted already
                 continue
             rest_of_file = fh.read(READ_BLOCK_BYTES)
             if rest_of_file[:2] == GZIP_MAGIC:
@@ -191,6 +218,13 @@ def _structure(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     c = cls[pos]
     step = np.where(c == 1, 1, np.where(c == 2, -1, 0)).astype(np.int64)
     return pos, c, np.cumsum(step)
+
+
+def max_depth(buf: bytes) -> int:
+    """Deepest nesting of arrays/objects in ``buf`` (which starts outside any string)."""
+    a = np.frombuffer(buf, dtype=np.uint8)
+    _pos, _c, depth = _structure(a)
+    return int(depth.max()) if depth.size else 0
 
 
 def top_level_key_offset(buf: bytes, key_at: int) -> bool:
@@ -273,8 +307,12 @@ class TraceSplitter:
     slice is copied.
     """
 
-    def __init__(self, path: Path, progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, progress: Callable[[int], None] | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         self.path = path
+        self.limits = limits or active()
         self._progress = progress
         self._plain: BinaryIO | None = None  # an uncompressed file is read into the window
         self._blocks: Iterator[bytes] | None = None  # a gzip file comes in inflated blocks
@@ -291,7 +329,7 @@ class TraceSplitter:
         head = fh.read(2)
         if head == GZIP_MAGIC:
             fh.close()
-            self._blocks = iter_file_bytes(self.path, self._progress)
+            self._blocks = iter_file_bytes(self.path, self._progress, self.limits)
             return
         self._plain = fh
         self._blocks = iter(())
@@ -333,6 +371,9 @@ class TraceSplitter:
                 return
             self.end += n
             self.total_bytes += n
+            if self.total_bytes > self.limits.max_input_bytes:
+                raise refuse(self.path.name, "too large", "max_input_bytes",
+                             self.limits.max_input_bytes)
             if self._progress:
                 self._progress(n)
             return
@@ -343,6 +384,11 @@ class TraceSplitter:
             self._eof = True
             return
         self._append(b)
+
+    def _header_cap(self, n: int, what: str = "too much data outside traceEvents") -> None:
+        """Refuse a file whose JSON outside the events array passes ``max_header_bytes``."""
+        if n > self.limits.max_header_bytes:
+            raise refuse(self.path.name, what, "max_header_bytes", self.limits.max_header_bytes)
 
     def _drop(self, start: int) -> int:
         """Drop the bytes before ``start - 1``; return the new index of ``start``."""
@@ -356,6 +402,7 @@ class TraceSplitter:
     def _open(self) -> tuple[int, bytes]:
         """Read up to the start of the events array: (first element index, prefix)."""
         while not self._eof and _FIRST.match(self.buf, 0, self.end) is None:
+            self._header_cap(self.end)
             self._more()
         m = _FIRST.match(self.buf, 0, self.end)
         if m is None:
@@ -365,7 +412,7 @@ class TraceSplitter:
             self.bare_list = True
             return m.end(), b""
         if first != b"{":
-            raise BadInputError(f"{self.path.name}: not a JSON trace (does not start with {{ or [)")
+            raise NotATraceError(f"{self.path.name}: not a JSON trace (does not start with {{ or [)")
         search_from = 0
         while True:
             buf = self.buf
@@ -376,13 +423,10 @@ class TraceSplitter:
                 search_from = k + 1
                 continue
             if self._eof:
-                raise BadInputError(
+                raise NotATraceError(
                     f"{self.path.name}: not a Kineto/Chrome trace (no top-level traceEvents)"
                 )
-            if self.end > MAX_HEADER_BYTES:
-                raise BadInputError(
-                    f"{self.path.name}: no traceEvents in the first {MAX_HEADER_BYTES >> 20} MB"
-                )
+            self._header_cap(self.end, "no top-level traceEvents in the first bytes")
             search_from = max(0, self.end - len(_KEY))
             self._more()
         j = k + len(_KEY)
@@ -390,10 +434,12 @@ class TraceSplitter:
             v = _VALUE.match(self.buf, j, self.end)
             if v or self._eof:
                 break
+            self._header_cap(self.end)
             self._more()
         if not v or v.group(1) != b"[":
             raise BadInputError(f"{self.path.name}: traceEvents is not a list")
-        return v.end(), bytes(self.buf[:k]) + _KEY + b":"
+        prefix = bytes(self.buf[:k]).removeprefix(_BOM)  # a UTF-8 byte order mark is accepted
+        return v.end(), prefix + _KEY + b":"
 
     def iter_decoded(
         self, decode: Callable[[memoryview, bytearray, int, int], object]
@@ -424,6 +470,7 @@ class TraceSplitter:
                 start = m.end()
                 if start < self.end or self._eof:
                     break
+                start = self._drop(start)  # whitespace is not kept (bounded window)
                 self._more()
             if start >= self.end:
                 raise BadInputError(f"{self.path.name}: truncated JSON (events array not closed)")
@@ -450,6 +497,9 @@ class TraceSplitter:
                         raise BadInputError(
                             f"{self.path.name}: truncated JSON (events array not closed)"
                         )
+                    if self.end - start > self.limits.max_event_bytes:
+                        raise refuse(self.path.name, "an element of traceEvents is too large",
+                                     "max_event_bytes", self.limits.max_event_bytes)
                     self._more()
                     continue
                 if ex.end > start:
@@ -469,7 +519,9 @@ class TraceSplitter:
         self.buf = self.buf[close_at + 1 : self.end]
         self.end = len(self.buf)
         while not self._eof:
+            self._header_cap(len(prefix) + self.end)
             self._more()
+        self._header_cap(len(prefix) + self.end)
         suffix = self.buf[: self.end]
         if self.bare_list:
             if suffix.strip(_WS):

@@ -26,9 +26,10 @@ from typing import Any
 import msgspec
 
 from analyzer.model import BadInputError, DeviceInfo, RankInfo, SourceFile, Trace
-from analyzer.readers.jsonstream import GZIP_MAGIC, TraceSplitter
+from analyzer.readers.jsonstream import GZIP_MAGIC, TraceSplitter, max_depth
 from analyzer.readers.kineto_columns import CAT_TO_KIND, DTYPE_BYTES, Columns
 from analyzer.readers.kineto_decode import BadValue, SliceDecoder, Vocabulary, as_int
+from analyzer.readers.limits import Limits, active, refuse
 
 __all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "read_kineto"]
 
@@ -66,11 +67,16 @@ def _devices(props: Any) -> tuple[DeviceInfo, ...]:
     return tuple(out)
 
 
-def _header(path: Path, raw: bytes | None) -> dict[str, Any]:
+def _header(path: Path, raw: bytes | None, limits: Limits) -> dict[str, Any]:
     if raw is None:
         return {}
+    if max_depth(raw) > limits.max_depth:
+        raise refuse(path.name, "JSON outside traceEvents is nested too deeply", "max_depth",
+                     limits.max_depth)
     try:
         doc = msgspec.json.decode(raw)
+    except RecursionError:
+        raise refuse(path.name, "JSON nested too deeply", "max_depth", limits.max_depth) from None
     except msgspec.DecodeError as exc:
         raise BadInputError(f"{path.name}: invalid JSON outside traceEvents ({exc})") from None
     return doc if isinstance(doc, dict) else {}
@@ -100,7 +106,8 @@ def read_kineto(
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such file")
-    splitter = TraceSplitter(path, progress)
+    limits = active()
+    splitter = TraceSplitter(path, progress, limits)
     cols = Columns(rows_hint=_rows_hint(path))
     decode: Any = SliceDecoder(Vocabulary(cols.names, cols.kinds))
     fast = _fast_decoder(scanner, path)
@@ -113,6 +120,13 @@ def read_kineto(
                 cols.add(events, keys, path.name)
             else:
                 cols.add_scanned(events, keys)
+            if cols.n > limits.max_events:
+                raise refuse(path.name, f"over {limits.max_events:,} events", "max_events",
+                             limits.max_events)
+    except RecursionError:
+        raise BadInputError(
+            f"{path.name}: an event is nested too deeply (JSON arrays/objects over ~1000 levels)"
+        ) from None
     except msgspec.ValidationError as exc:
         raise BadInputError(f"{path.name}: traceEvents is not a list of events ({exc})") from None
     except msgspec.DecodeError as exc:
@@ -126,8 +140,11 @@ def read_kineto(
         ) from None
     except OSError as exc:
         raise BadInputError(f"{path.name}: cannot read ({exc.strerror or exc})") from None
-    head = _header(path, splitter.header)
-    events = cols.frame()
+    head = _header(path, splitter.header, limits)
+    try:
+        events = cols.frame()
+    except BadValue as exc:
+        raise BadInputError(f"{path.name}: {exc}") from None
     dist = head.get("distributedInfo")
     dist = dist if isinstance(dist, dict) else None
     rank = as_int(dist.get("rank")) if dist and "rank" in dist else -1

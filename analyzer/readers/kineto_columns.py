@@ -29,11 +29,13 @@ from analyzer.readers.kineto_decode import (
     ARG_SPEC,
     COLLECTIVE_KEY,
     DROP,
+    BadValue,
     Codes,
     as_int,
     as_str,
     text,
 )
+from analyzer.readers.limits import MAX_TS_NS, time_problem
 
 __all__ = ["CAT_TO_KIND", "DTYPE_BYTES", "Columns", "SliceArgs"]
 
@@ -99,8 +101,25 @@ def _categorical(codes: np.ndarray, table: Codes) -> pd.Categorical:
     return pd.Categorical.from_codes(codes, categories=cats)
 
 
-#: largest |microseconds| whose ns fit int64 (the compiled scanner hands on larger ones)
-_MAX_US = (2**63 - 1 - 1000) // 1000
+#: largest |ts| and dur in ns (2**62, ~146 years): start + duration, and the difference of
+#: any two such times, then fit int64 (no analysis can wrap around)
+_MAX_NS = MAX_TS_NS
+_MAX_US = _MAX_NS // 1000
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_I32_MAX = 2**31 - 1
+
+
+def _int64(v: Any, what: str) -> int:
+    """``as_int(v)``, refused (``BadValue``) outside int64 (``2**64``, ``1e308``...)."""
+    i = v if type(v) is int else as_int(v)
+    if not _I64_MIN <= i <= _I64_MAX:
+        raise BadValue(f"{what} {_short(v)} is out of the 64-bit integer range")
+    return i
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _us_to_ns(us: np.ndarray) -> np.ndarray:
@@ -150,8 +169,8 @@ class _RowKeys(dict):  # type: ignore[type-arg]
         else:
             kind.append(self.kinds[text(cat)])
             names.append(self.names[text(name)])
-        pids.append(pid if type(pid) is int else as_int(pid))
-        tids.append(tid if type(tid) is int else as_int(tid))
+        pids.append(_int64(pid, "pid"))
+        tids.append(_int64(tid, "tid"))
         return code
 
     def columns(self, codes: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -244,10 +263,10 @@ class _ArgColumns(SliceArgs):
         get = attrgetter(attr)
         k = n if mask is None else int(mask.sum())
         if k == n:
-            return _ints(map(get, self.args), n)
+            return _ints(map(get, self.args), n, attr)
         out = np.full(n, default, dtype=np.int64)
         if k:
-            out[mask] = _ints(map(get, compress(self.args, mask)), k)
+            out[mask] = _ints(map(get, compress(self.args, mask)), k, attr)
         return out
 
     def collective_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -273,13 +292,38 @@ class _ArgColumns(SliceArgs):
         return out
 
 
-def _ints(values: Iterable[Any], n: int) -> np.ndarray:
-    """int64 array from arg values (ints fast; floats, numeric strings, None coerced)."""
+def _ints(values: Iterable[Any], n: int, attr: str = "arg") -> np.ndarray:
+    """int64 array from arg values (ints fast; floats, numeric strings, None coerced);
+    ``BadValue`` for a value outside int64."""
     items = list(values)
     try:
         return np.fromiter(items, dtype=np.int64, count=n)
     except (ValueError, TypeError, OverflowError):
-        return np.array([as_int(v) for v in items], dtype=np.int64)
+        what = f"args.{_ARG_KEY.get(attr, attr)}"
+        return np.array([_int64(v, what) for v in items], dtype=np.int64)
+
+
+_ARG_KEY = {attr: key for key, attr, _t, _d in ARG_SPEC}
+
+
+#: largest message or copy size in bytes (1 PiB; sums over millions still fit int64)
+_MAX_MSG = 1 << 50
+
+
+def _check_times(ts_ns: np.ndarray, dur_ns: np.ndarray) -> None:
+    """Refuse (``BadValue``) times out of ``limits.time_problem``'s bounds, whichever path
+    read them (vectorised)."""
+    problem = time_problem(ts_ns, dur_ns)
+    if problem:
+        raise BadValue(problem)
+
+
+def _int32(values: np.ndarray, what: str) -> np.ndarray:
+    """int64 -> int32, refused (``BadValue``) when a value does not fit (no wrap-around)."""
+    if values.size and (int(values.max()) > _I32_MAX or int(values.min()) < -_I32_MAX - 1):
+        bad = int(values[(values > _I32_MAX) | (values < -_I32_MAX - 1)][0])
+        raise BadValue(f"{what} {bad} is out of range")
+    return values.astype(np.int32)
 
 
 class Columns:
@@ -332,7 +376,7 @@ class Columns:
             i = int(np.flatnonzero(huge)[0])
             raise BadInputError(
                 f"{file_name}: event {text(events[i].name)!r} has an absurd time "
-                f"(ts {float(ts_us[i])!r} us, dur {float(dur_us[i])!r} us; over 292 years)"
+                f"(ts {float(ts_us[i])!r} us, dur {float(dur_us[i])!r} us; over 146 years)"
             )
         bad_dur = ~np.isfinite(dur_us) | (dur_us < 0)
         if bad_dur.any():
@@ -375,11 +419,12 @@ class Columns:
         collectives: bool,
     ) -> None:
         """Derive the event-table columns of one slice from its fields and args."""
+        _check_times(ts_ns, dur_ns)
         gpu = _GPU[kind]
         if gpu.any():
             a_dev, a_stream = args.ints("device", _GPU), args.ints("stream", _GPU)
-            device = np.where(gpu, np.where(a_dev >= 0, a_dev, pid), -1).astype(np.int32)
-            stream = np.where(gpu, np.where(a_stream >= 0, a_stream, tid), -1).astype(np.int32)
+            device = _int32(np.where(gpu, np.where(a_dev >= 0, a_dev, pid), -1), "device")
+            stream = _int32(np.where(gpu, np.where(a_stream >= 0, a_stream, tid), -1), "stream")
         else:
             device = stream = np.full(n, -1, dtype=np.int32)
         ext = args.ints("external_id", _EXT)
@@ -393,8 +438,10 @@ class Columns:
             coll, has_coll, size, pg = args.collective_columns()
             nelems = args.ints("in_nelems")
             ok = has_coll & (nelems >= 0) & (size > 0)
+            if (nelems[ok] > _MAX_MSG // 16).any():  # 16: the widest dtype (complexdouble)
+                raise BadValue(f"message size In msg nelems {int(nelems[ok].max())} is absurd")
             msg[ok] = nelems[ok] * size[ok]
-            pg_size = args.ints("group_size").astype(np.int32)
+            pg_size = _int32(args.ints("group_size"), "Group size")
             seq = args.ints("seq")
             seq = np.where(seq >= 0, seq, args.ints("seq_lower"))
         else:
@@ -404,6 +451,8 @@ class Columns:
         if copy.any():
             nbytes = args.ints("nbytes", _COPY)
             copy &= nbytes >= 0
+            if (nbytes[copy] > _MAX_MSG).any():
+                raise BadValue(f"copy size bytes {int(nbytes[copy].max())} is absurd")
             msg[copy] = nbytes[copy]
         self._put("ts_ns", ts_ns)
         self._put("dur_ns", dur_ns)
@@ -435,6 +484,13 @@ class Columns:
         """
         cols: dict[str, Any] = {}
         order: np.ndarray | None = None
+        dur = self.columns["dur_ns"]
+        dur_arr = dur.data[: dur.n] if dur.data is not None else np.full(dur.n, dur.value, np.int64)
+        ts_col = self.columns["ts_ns"]
+        ts_arr = ts_col.data[: ts_col.n] if ts_col.data is not None else np.full(ts_col.n, ts_col.value, np.int64)
+        problem = time_problem(ts_arr, dur_arr, whole=True)
+        if problem:
+            raise BadValue(problem)
         ts, _const = self.columns.pop("ts_ns").array()
         if ts.size and (np.diff(ts) < 0).any():
             order = np.argsort(ts, kind="stable")

@@ -24,8 +24,8 @@ import pandas as pd
 
 from analyzer.model import KINDS
 from analyzer.readers import kineto_scan as ks
-from analyzer.readers.kineto_columns import DTYPE_BYTES, Columns, SliceArgs
-from analyzer.readers.kineto_decode import ARG_DEFAULT, COLLECTIVE_KEY, SliceDecoder, as_int
+from analyzer.readers.kineto_columns import DTYPE_BYTES, Columns, SliceArgs, _int64
+from analyzer.readers.kineto_decode import ARG_DEFAULT, COLLECTIVE_KEY, SliceDecoder
 
 __all__ = ["FastSliceDecoder", "ScannedSlice", "StringTable"]
 
@@ -138,7 +138,9 @@ class FastSliceDecoder:
         self.out = np.empty((ks.N_FIELDS, 1 << 14), dtype=np.int64)
         self._names = StringTable(cols.names.__getitem__)
         self._kinds = StringTable(cols.kinds.__getitem__)
-        self._ints = StringTable(as_int)
+        # string pids/tids ("stream 7"), refused outside int64 like the msgspec path does
+        self._ids = {ks.PID: StringTable(lambda t: _int64(t, "pid")),
+                     ks.TID: StringTable(lambda t: _int64(t, "tid"))}
         self._collectives = StringTable(cols.collectives.__getitem__)
         self._pg_names = StringTable(cols.pg_names.__getitem__)
         self._dtype_sizes = StringTable(lambda d: DTYPE_BYTES.get(d.lower(), -1))
@@ -203,5 +205,5 @@ class FastSliceDecoder:
         strings = np.flatnonzero(self.out[field + 2, :n] >= 0)
         if strings.size:
             h1, h2, s, e = (self.out[field + k, strings] for k in range(4))
-            col[strings] = self._ints.values(a, h1, h2, s, e)
+            col[strings] = self._ids[field].values(a, h1, h2, s, e)
         return col

@@ -34,8 +34,9 @@ from analyzer.model import (
     Trace,
     validate_event_table,
 )
+from analyzer.readers.limits import active, refuse, time_problem
 from analyzer.readers.nsys_export import export_report, is_report
-from analyzer.readers.nsys_schema import NsysDb
+from analyzer.readers.nsys_schema import NsysDb, as_int64
 from analyzer.readers.nsys_tables import (
     GRAPH_TRACE_NAME,
     KIND_CODE,
@@ -147,17 +148,43 @@ def _read_report(path: Path) -> _Report:
         db.close()
 
 
+def _check_rows(source: Path, part: str, raw: Raw, gpu: bool) -> None:
+    """Refuse values no real export holds (vectorised): times past 2**62 ns, GPU ids outside
+    0..65535, streams outside int32, sizes over 1 PiB. They would wrap in int64/int32."""
+    ts, dur = raw["ts_ns"], raw["dur_ns"]
+    if ts.size == 0:
+        return
+    problem = time_problem(ts, dur, whole=True)
+    if problem:
+        raise BadInputError(f"{source}: {part} rows: {problem}")
+    if gpu:
+        dev, stream = raw["device"], raw["stream"]
+        if int(dev.min()) < -1 or int(dev.max()) > MAX_DEVICE:  # -1: NULL (unknown)
+            raise BadInputError(f"{source}: {part} rows with an absurd deviceId "
+                                f"({int(dev.min())}..{int(dev.max())})")
+        if int(stream.max()) > 2**31 - 1 or int(stream.min()) < -(2**31):
+            raise BadInputError(f"{source}: {part} rows with an absurd streamId")
+    if int(raw["msg_bytes"].max()) > 1 << 50:
+        raise BadInputError(f"{source}: {part} rows with an absurd size in bytes")
+
+
 def _build(db: NsysDb, source: Path) -> list[Trace]:
     names = Names()
     gpu = concat_raw(
         read(db, names) for read in (read_kernels, read_memcpy, read_memset, read_graph_trace)
     )
+    _check_rows(source, "GPU activity", gpu, gpu=True)
     if len(gpu["ts_ns"]) == 0:
         raise BadInputError(
             f"{source} has no CUDA GPU activity (no kernel, memcpy, memset or graph rows); "
             "capture with `nsys profile -t cuda,nvtx ...`"
         )
     host = concat_raw([read_cuda_api(db, names), read_nvtx(db, names)])
+    _check_rows(source, "CUDA API / NVTX", host, gpu=False)
+    limits = active()
+    if len(gpu["ts_ns"]) + len(host["ts_ns"]) > limits.max_events:
+        raise refuse(str(source), f"over {limits.max_events:,} events", "max_events",
+                     limits.max_events)
     host = take_raw(host, np.isin(host["pkey"], np.unique(gpu["pkey"])))
     host_device, split_procs = _assign_host_devices(gpu, host)
 
@@ -327,38 +354,56 @@ def _device_info(db: NsysDb) -> dict[int, DeviceInfo]:
     sel = ", ".join(f'"{c}"' if c in cols else "NULL" for c in want)
     out: dict[int, DeviceInfo] = {}
     for row in db.query_rows(f'SELECT "{key}", {sel} FROM TARGET_INFO_GPU'):
-        idx, name, mem, sms, major, minor, bw = row
-        if idx is None or int(idx) in out:
-            continue
-        out[int(idx)] = DeviceInfo(
-            index=int(idx),
-            name=str(name or ""),
-            total_memory_bytes=int(mem) if mem else None,
-            num_sms=int(sms) if sms else None,
+        idx, name, mem, sms, major, minor, bw = (as_int64(v) for v in row[:1]), *row[1:]
+        idx = next(idx)
+        if idx is None or not 0 <= idx <= MAX_DEVICE or idx in out:
+            continue  # a non-numeric or absurd GPU id describes no device of the trace
+        mem, sms, bw = (_positive(v) for v in (mem, sms, bw))
+        major, minor = as_int64(major), as_int64(minor)
+        out[idx] = DeviceInfo(
+            index=idx,
+            name=_text(name),
+            total_memory_bytes=mem,
+            num_sms=sms,
             compute_capability=f"{major}.{minor}"
             if major is not None and minor is not None
             else None,
-            memory_bandwidth_gbps=float(bw) / 1e9 if bw else None,
+            memory_bandwidth_gbps=bw / 1e9 if bw else None,
         )
     return out
+
+
+#: largest CUDA device index read (CUPTI numbers devices from 0; 65535 is far past any node)
+MAX_DEVICE = 0xFFFF
+
+
+def _positive(value: object) -> int | None:
+    i = as_int64(value)
+    return i if i is not None and i > 0 else None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
 
 
 def _process_names(db: NsysDb) -> dict[int, str]:
     if not {"globalPid", "name"} <= set(db.columns("PROCESSES")):
         return {}
-    return {
-        int(g) >> 24: str(n or "")
-        for g, n in db.query_rows(
-            "SELECT globalPid, name FROM PROCESSES WHERE globalPid IS NOT NULL"
-        )
-    }
+    out: dict[int, str] = {}
+    for g, n in db.query_rows("SELECT globalPid, name FROM PROCESSES WHERE globalPid IS NOT NULL"):
+        gpid = as_int64(g)
+        if gpid is not None and gpid >= 0:
+            out[gpid >> 24] = _text(n)
+    return out
 
 
 def _system_env(db: NsysDb, name: str) -> str | None:
     if not {"name", "value"} <= set(db.columns("TARGET_INFO_SYSTEM_ENV")):
         return None
     rows = db.query_rows("SELECT value FROM TARGET_INFO_SYSTEM_ENV WHERE name = ? LIMIT 1", (name,))
-    return str(rows[0][0]) if rows else None
+    return _text(rows[0][0]) if rows else None
 
 
 def _joint_profile_id(paths: Sequence[Path]) -> str:

@@ -3,6 +3,10 @@
 The export lands in ``<cache>/<sha256 of the report>.sqlite`` so that a report is exported
 once. The cache folder is ``$TRACE_ANALYZER_NSYS_CACHE`` if set, else
 ``$XDG_CACHE_HOME/trace-analyzer/nsys`` (``~/.cache/trace-analyzer/nsys``).
+
+The cache is pruned after each export: exports unused for ``CACHE_MAX_AGE_S`` (30 days) and
+abandoned partial exports go, then the least recently used ones until the folder holds at
+most ``$TRACE_ANALYZER_NSYS_CACHE_MAX_BYTES`` (default 20 GiB).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from analyzer.model import BadInputError
 
 REPORT_SUFFIXES = (".nsys-rep", ".qdrep")
 EXPORT_TIMEOUT_S = 3600
+CACHE_MAX_AGE_S = 30 * 86400
+CACHE_MAX_BYTES = 20 << 30
 
 
 def is_report(path: Path) -> bool:
@@ -71,6 +77,10 @@ def export_report(path: Path, cache: Path | None = None) -> Path:
         raise BadInputError(f"{path}: cannot hash or cache the report ({exc})") from exc
     out = folder / f"{digest}.sqlite"
     if out.is_file() and out.stat().st_size > 0:
+        try:
+            os.utime(out)  # recently used: pruned last
+        except OSError:
+            pass
         return out
     partial = folder / f"{digest}.partial-{os.getpid()}.sqlite"
     cmd = [nsys, "export", "--type", "sqlite", "--output", str(partial), str(path)]
@@ -92,4 +102,45 @@ def export_report(path: Path, cache: Path | None = None) -> Path:
             f"try: {export_command(path)}"
         )
     os.replace(partial, out)
+    prune_cache(folder, keep=out)
     return out
+
+
+def prune_cache(folder: Path, keep: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove old, abandoned and least recently used exports from ``folder``; the removed."""
+    import time
+
+    now = time.time() if now is None else now
+    try:
+        limit = int(os.environ.get("TRACE_ANALYZER_NSYS_CACHE_MAX_BYTES", CACHE_MAX_BYTES))
+    except ValueError:
+        limit = CACHE_MAX_BYTES
+    entries = []
+    for p in folder.glob("*.sqlite"):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        entries.append((st.st_mtime, st.st_size, p))
+    removed: list[Path] = []
+    kept: list[tuple[float, int, Path]] = []
+    for mtime, size, p in sorted(entries, key=lambda e: e[0]):
+        stale = ".partial-" in p.name and now - mtime > 86400
+        old = now - mtime > CACHE_MAX_AGE_S
+        if p != keep and (stale or old):
+            removed.append(p)
+        elif ".partial-" not in p.name:
+            kept.append((mtime, size, p))
+    total = sum(size for _m, size, _p in kept)
+    for _mtime, size, p in kept:  # oldest first
+        if total <= limit:
+            break
+        if p != keep:
+            removed.append(p)
+            total -= size
+    for p in removed:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    return removed

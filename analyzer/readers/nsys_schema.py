@@ -11,6 +11,7 @@ column exists: :class:`NsysDb` asks ``sqlite_master`` and ``PRAGMA table_info`` 
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.model import BadInputError
+from analyzer.model import BadInputError, NotATraceError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -112,7 +113,7 @@ class NsysDb:
             raise BadInputError(f"{path}: unreadable SQLite file ({exc}); truncated?") from exc
         if not names.intersection(NSYS_MARKER_TABLES):
             con.close()
-            raise BadInputError(
+            raise NotATraceError(
                 f"{path} is an SQLite database but not an Nsight Systems export "
                 "(none of EXPORT_META_DATA, META_DATA_EXPORT, CUPTI_ACTIVITY_KIND_*, NVTX_EVENTS)"
             )
@@ -149,27 +150,37 @@ class NsysDb:
     ) -> dict[str, np.ndarray]:
         """Integer columns of ``table`` as int64 arrays (NULL -> -1), in rowid order.
 
-        Fetching millions of rows as Python tuples is slow, so each chunk of rowids is read
+        Fetching millions of rows as Python tuples is slow, so each chunk of rows is read
         as one ``group_concat`` string per column (one aggregate scan: the columns stay
-        aligned) and parsed by numpy.
+        aligned) and parsed by numpy. Chunks follow the rows themselves (the next
+        ``_ROW_CHUNK`` rows after the last rowid read), never the range of rowids, so a
+        rowid of 9e18 or a negative one costs nothing. Non-integer values (text, blobs)
+        read as SQLite's ``CAST`` makes them (0 for text that is not a number).
         """
         empty = {k: np.empty(0, dtype=np.int64) for k in exprs}
-        lo, hi = self.query_rows(f'SELECT MIN(rowid), MAX(rowid) FROM "{table}"')[0]
-        if lo is None:
-            return empty
-        sel = ", ".join(f"group_concat(CAST(COALESCE({e}, -1) AS INTEGER))" for e in exprs.values())
+        cols = ", ".join(f"CAST(COALESCE({e}, -1) AS INTEGER) AS c{i}" for i, e in enumerate(exprs.values()))
+        sel = ", ".join(f"group_concat(c{i})" for i in range(len(exprs)))
         cond = f" AND ({where})" if where else ""
-        sql = f'SELECT COUNT(*), {sel} FROM "{table}" WHERE rowid > ? AND rowid <= ?{cond}'
+        inner = f'SELECT rowid AS r_, {cols} FROM "{table}" WHERE rowid > ?{cond} ORDER BY rowid LIMIT ?'
+        sql = f"SELECT COUNT(*), MAX(r_), {sel} FROM ({inner})"
+        first_sql = sql.replace("rowid > ?", "1", 1)
         parts: dict[str, list[np.ndarray]] = {k: [] for k in exprs}
-        for first in range(int(lo) - 1, int(hi), _ROW_CHUNK):
-            row = self.query_rows(sql, (first, first + _ROW_CHUNK))[0]
+        last: int | None = None
+        while True:
+            if last is None:
+                row = self.query_rows(first_sql, (_ROW_CHUNK,))[0]
+            else:
+                row = self.query_rows(sql, (last, _ROW_CHUNK))[0]
             if not row[0]:
-                continue
-            for key, text in zip(exprs, row[1:]):
+                break
+            last = int(row[1])
+            for key, text in zip(exprs, row[2:]):
                 values = np.fromstring(text, dtype=np.int64, sep=",")
                 if len(values) != row[0]:
                     raise BadInputError(f"{self.path}: unreadable values in {table}.{key}")
                 parts[key].append(values)
+            if row[0] < _ROW_CHUNK:
+                break
         return {k: np.concatenate(v) if v else empty[k] for k, v in parts.items()}
 
     def strings(self, ids: np.ndarray) -> dict[int, str]:
@@ -181,9 +192,12 @@ class NsysDb:
         for k in range(0, len(uniq), _STRING_CHUNK):
             chunk = uniq[k : k + _STRING_CHUNK]
             marks = ",".join("?" * len(chunk))
-            out.update(
-                self.query_rows(f"SELECT id, value FROM StringIds WHERE id IN ({marks})", chunk)
-            )
+            for i, v in self.query_rows(
+                f"SELECT id, value FROM StringIds WHERE id IN ({marks})", chunk
+            ):
+                key = as_int64(i)
+                if key is not None:
+                    out[key] = _text(v)
         return out
 
     def enum(self, table: str) -> dict[int, tuple[str, str]]:
@@ -192,10 +206,12 @@ class NsysDb:
         if "id" not in cols or "name" not in cols:
             return {}
         label = "label" if "label" in cols else "name"
-        return {
-            int(i): (str(n), str(lab))
-            for i, n, lab in self.query_rows(f'SELECT id, name, "{label}" FROM "{table}"')
-        }
+        out: dict[int, tuple[str, str]] = {}
+        for i, n, lab in self.query_rows(f'SELECT id, name, "{label}" FROM "{table}"'):
+            key = as_int64(i)
+            if key is not None:
+                out[key] = (_text(n), _text(lab))
+        return out
 
     # ------------------------------------------------------------------ metadata
     def meta(self) -> dict[str, str]:
@@ -203,7 +219,7 @@ class NsysDb:
         for table in ("META_DATA_EXPORT", "EXPORT_META_DATA"):
             if {"name", "value"} <= set(self.columns(table)):
                 return {
-                    str(n): str(v) for n, v in self.query_rows(f'SELECT name, value FROM "{table}"')
+                    _text(n): _text(v) for n, v in self.query_rows(f'SELECT name, value FROM "{table}"')
                 }
         return {}
 
@@ -213,7 +229,7 @@ class NsysDb:
             return {}
         out: dict[str, str] = {}
         for n, v in self.query_rows("SELECT name, value FROM META_DATA_CAPTURE"):
-            out.setdefault(str(n), str(v))
+            out.setdefault(_text(n), _text(v))
         return out
 
     def session_start_utc_ns(self) -> int | None:
@@ -224,7 +240,8 @@ class NsysDb:
             "SELECT utcEpochNs FROM TARGET_INFO_SESSION_START_TIME "
             "WHERE utcEpochNs IS NOT NULL LIMIT 1"
         )
-        return int(rows[0][0]) if rows else None
+        value = as_int64(rows[0][0]) if rows else None
+        return value if value is not None and abs(value) <= MAX_TIME_NS else None
 
     def clock_zero_utc_ns(self) -> int | None:
         """UTC epoch ns that event timestamp 0 stands for.
@@ -240,11 +257,40 @@ class NsysDb:
         return None if start is None else start - shift
 
 
+def _text(value: Any) -> str:
+    """An SQLite value as text (blobs decoded as UTF-8 with replacement)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
 def _int_or_zero(text: str | None) -> int:
-    try:
-        return int(str(text).strip())
-    except (TypeError, ValueError):
-        return 0
+    value = as_int64(text)
+    return value if value is not None and abs(value) <= MAX_TIME_NS else 0
+
+
+#: largest |time| in ns an export may hold (2**62, ~146 years; sums and differences fit int64)
+MAX_TIME_NS = 1 << 62
+
+
+def as_int64(value: Any) -> int | None:
+    """An int64 from an SQLite value (int, integral float, numeric text), else None."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        i = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) >= 2.0**63 or not value.is_integer():
+            return None
+        i = int(value)
+    elif isinstance(value, (str, bytes)):
+        try:
+            i = int(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return i if -(2**63) <= i < 2**63 else None
 
 
 _VERSION_SUFFIX = re.compile(r"_v\d+$")

@@ -22,7 +22,10 @@ from analyzer.readers.nsys_schema import (
     DEFAULT_MEM_KIND,
     DEFAULT_NVTX_DOMAIN_CREATE,
     DEFAULT_NVTX_RANGE_TYPES,
+    MAX_TIME_NS,
     NsysDb,
+    _text,
+    as_int64,
     strip_api_version,
 )
 
@@ -91,7 +94,9 @@ def take_raw(raw: Raw, index: np.ndarray) -> Raw:
 def _raw(cols: dict[str, np.ndarray], **constants: int) -> Raw:
     """Raw frame from integer arrays (``start``/``end`` -> ``ts_ns``/``dur_ns``)."""
     n = len(cols["start"])
-    out = {"ts_ns": cols["start"], "dur_ns": np.maximum(cols["end"] - cols["start"], 0)}
+    lim = MAX_TIME_NS + 1  # clipped only to subtract without wrapping; nsys refuses them
+    start, end = np.clip(cols["start"], -lim, lim), np.clip(cols["end"], -lim, lim)
+    out = {"ts_ns": cols["start"], "dur_ns": np.maximum(end - start, 0)}
     for col in RAW_COLUMNS[2:]:
         if col in cols:
             out[col] = cols[col]
@@ -381,7 +386,7 @@ def read_nvtx(db: NsysDb, names: Names) -> Raw:
         if rows:
             rowids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
             pos = np.searchsorted(cols["rowid"], rowids)
-            inline = names.codes(str(r[1]) for r in rows)
+            inline = names.codes(_text(r[1]) for r in rows)
             take = text_codes[pos] == 0
             text_codes[pos[take]] = inline[take]
     gtid = cols.pop("gtid")
@@ -401,7 +406,8 @@ def _domain_codes(
     join = "LEFT JOIN StringIds s ON s.id = n.textId" if "s.value" in text else ""
     made = (
         db.query_rows(
-            f"SELECT n.globalTid, n.domainId, COALESCE({', '.join(text) or 'NULL'}) "
+            f"SELECT n.globalTid, n.domainId, "
+            f"{text[0] if len(text) == 1 else 'COALESCE(' + ', '.join(text) + ')'} "
             f"FROM NVTX_EVENTS n {join} WHERE n.eventType = {int(create)}"
         )
         if text and "domainId" in tcols
@@ -410,11 +416,13 @@ def _domain_codes(
     by_proc: dict[tuple[int, int], str] = {}
     by_id: dict[int, str] = {}
     for g, d, t in made:
+        d, g = as_int64(d), as_int64(g)
         if d is None or not t:
             continue
-        if g is not None:
-            by_proc[(int(g) >> 24, int(d))] = str(t)
-        by_id.setdefault(int(d), str(t))
+        t = t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t)
+        if g is not None and g >= 0:
+            by_proc[(g >> 24, d)] = t
+        by_id.setdefault(d, t)
     if domain_id.min() >= 0 and domain_id.max() < (1 << 22):  # one int64 key per pair
         inverse, keys = pd.factorize((pkey << 22) | domain_id)
         uniq = [(int(k) >> 22, int(k) & ((1 << 22) - 1)) for k in keys]

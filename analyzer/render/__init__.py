@@ -29,7 +29,14 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 
 
 def render(doc: dict[str, Any], fmt: str) -> str:
-    """Render a report dict in one of RENDERERS' formats."""
+    """Render a report dict in one of RENDERERS' formats (untrusted strings made safe for
+    the sink: control characters escaped in text, live Markdown escaped in Markdown)."""
+    from ..safety import map_strings, markdown_safe, terminal_safe
+
+    if fmt == "text":
+        doc = map_strings(doc, terminal_safe)
+    elif fmt == "markdown":
+        doc = map_strings(doc, markdown_safe)
     try:
         return RENDERERS[fmt](doc)
     except KeyError:

@@ -29,8 +29,11 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~$])")
 
 
 def md_escape(text: str) -> str:
-    """Escape Markdown (and HTML) specials so kernel names show as typed."""
-    return _MD_SPECIAL.sub(r"\\\1", str(text))
+    """Escape Markdown (and HTML) specials so kernel names show as typed: no live link,
+    image, HTML or autolinked URL, no control character (``analyzer.safety``)."""
+    from ..safety import break_autolinks, terminal_safe
+
+    return break_autolinks(_MD_SPECIAL.sub(r"\\\1", terminal_safe(str(text))))
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from ..model import BadInputError
 from ..readers import archive
@@ -47,13 +48,30 @@ class Limits:
     max_upload_bytes: int
     max_unzipped_bytes: int
     max_zip_members: int = 2000
-    max_zip_ratio: float = 200.0
+    max_zip_ratio: float = 100.0
 
     @classmethod
     def from_upload_mb(cls, upload_mb: float, *, unzip_factor: int = 8) -> Limits:
         """Limits from ``server.maxUploadSize`` (MB): extracted zips may be ``unzip_factor``x."""
         up = int(float(upload_mb) * MB)
         return cls(max_upload_bytes=up, max_unzipped_bytes=up * unzip_factor)
+
+
+def reader_limits(limits: Limits) -> AbstractContextManager[Any]:
+    """Run the readers with caps no looser than the app's (``readers/limits.py``): every
+    format, not only zips, is bounded by the extracted-size cap and the ratio cap, so one
+    small .json.gz cannot take the server's memory."""
+    from ..readers.limits import active, using
+
+    base = active()
+    return using(replace(
+        base,
+        max_input_bytes=min(base.max_input_bytes, limits.max_unzipped_bytes),
+        max_zip_bytes=min(base.max_zip_bytes, limits.max_unzipped_bytes),
+        max_zip_members=min(base.max_zip_members, limits.max_zip_members),
+        max_ratio=min(base.max_ratio, limits.max_zip_ratio),
+        max_events=min(base.max_events, max(1_000_000, limits.max_unzipped_bytes // 40)),
+    ))
 
 
 @dataclass(frozen=True)
