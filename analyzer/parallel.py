@@ -1,0 +1,91 @@
+"""Per-rank work on Dask: a local cluster of processes, or an existing cluster.
+
+    >>> outs = map_units(task, units, workers=4)                       # doctest: +SKIP
+    >>> outs = map_units(task, units, scheduler="tcp://10.0.0.5:8786")  # doctest: +SKIP
+
+``map_units(fn, items)`` returns ``[fn(item) for item in items]``, in order:
+
+- in this process, one after another, when ``workers <= 1`` or there is a single item and
+  no scheduler (no cluster is started: the serial path);
+- else on Dask (``dask.distributed``): a ``LocalCluster`` of ``workers`` single-threaded
+  worker processes (no more than there are items), or the cluster at ``scheduler``. The
+  workers open the paths they are given, so a remote cluster needs the traces on storage
+  that every worker sees under the same path.
+
+``fn`` must be a module-level function (it is pickled by reference) and its result small:
+it travels back to this process. ``on_done(done, total, item)`` is called as items finish.
+An exception raised by ``fn`` is raised here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+OnDone = Callable[[int, int, Any], None]
+
+
+def default_workers() -> int:
+    """The machine's cores available to this process (the CLI's ``--workers`` default)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def in_process(n_items: int, workers: int | None, scheduler: str | None) -> bool:
+    """Whether ``map_units`` runs the items here, one after another (no cluster)."""
+    n = workers if workers is not None else default_workers()
+    return scheduler is None and (n <= 1 or n_items <= 1)
+
+
+def map_units(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = 1,
+              scheduler: str | None = None, on_done: OnDone | None = None) -> list[R]:
+    """``[fn(item) for item in items]``, on Dask when asked (module doc)."""
+    if in_process(len(items), workers, scheduler):
+        out = []
+        for i, item in enumerate(items):
+            out.append(fn(item))
+            if on_done is not None:
+                on_done(i + 1, len(items), item)
+        return out
+    return _on_dask(fn, items, workers if workers is not None else default_workers(), scheduler, on_done)
+
+
+def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | None,
+             on_done: OnDone | None) -> list[R]:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        from analyzer.model import BadInputError
+
+        raise BadInputError("--workers > 1 and --scheduler need Dask: pip install 'dask[distributed]' "
+                            "(or run with --workers 1)") from None
+    cluster = None
+    if scheduler is not None:
+        client = Client(scheduler, timeout="30s")
+    else:
+        cluster = LocalCluster(n_workers=min(n, len(items)), threads_per_worker=1, processes=True,
+                               scheduler_kwargs={"dashboard": False}, silence_logs=logging.CRITICAL)
+        client = Client(cluster)
+    try:
+        futures = client.map(fn, list(items), pure=False)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            if fut.status == "error":
+                fut.result()  # raises the worker's exception here
+            if on_done is not None:
+                on_done(done, len(items), items[index[fut.key]])
+        return client.gather(futures)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+__all__ = ["default_workers", "in_process", "map_units"]
