@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .model import BadInputError
+from .errors import BadInputError
 
 
 def write_atomically(path: Path, text: str) -> None:

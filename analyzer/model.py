@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from analyzer.errors import AnalyzerError, BadInputError  # noqa: F401 - re-exported here
+
 # --------------------------------------------------------------------------------------
 # Event table
 # --------------------------------------------------------------------------------------
@@ -233,11 +235,3 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"evidence": dict(self.evidence)}
-
-
-class AnalyzerError(Exception):
-    """Base class of the analyzer's own errors."""
-
-
-class BadInputError(AnalyzerError):
-    """The input cannot be analysed (truncated, malformed, wrong format). CLI exit code 2."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 from .client import SGLangClient
 from .files import expected_rank_files, snapshot, wait_for_traces

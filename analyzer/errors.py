@@ -1,0 +1,15 @@
+"""The analyzer's own errors (no heavy imports: the CLI needs them before anything else).
+
+``analyzer.model`` re-exports them; ``except BadInputError`` works with either import.
+"""
+
+
+class AnalyzerError(Exception):
+    """Base class of the analyzer's own errors."""
+
+
+class BadInputError(AnalyzerError):
+    """The input cannot be analysed (truncated, malformed, wrong format). CLI exit code 2."""
+
+
+__all__ = ["AnalyzerError", "BadInputError"]
