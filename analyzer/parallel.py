@@ -71,7 +71,7 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | 
         client = Client(scheduler, timeout="30s")
     else:
         cluster = LocalCluster(n_workers=min(n, len(items)), threads_per_worker=1, processes=True,
-                               scheduler_kwargs={"dashboard": False}, silence_logs=logging.CRITICAL)
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
         futures = client.map(fn, list(items), pure=False)
