@@ -92,8 +92,8 @@ def trace_clues(trace: Trace) -> dict[str, int]:
     """
     ev = trace.events
     specs = context_markers()["clue"]
-    names = ev["name"] if "name" in ev else None
-    kinds = ev["kind"] if "kind" in ev else None
+    names = ev.get("name")
+    kinds = ev.get("kind")
     if (names is None or kinds is None or not isinstance(names.dtype, pd.CategoricalDtype)
             or not isinstance(kinds.dtype, pd.CategoricalDtype)):
         return {spec["id"]: _name_hits(ev, spec["kinds"], spec["re"]) for spec in specs}
