@@ -81,7 +81,8 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | 
             method = "fork"
         with dask.config.set({"distributed.worker.multiprocessing-method": method}):
             cluster = LocalCluster(n_workers=min(n, len(items)), threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.CRITICAL)
+                                   dashboard_address=":0", scheduler_kwargs={"dashboard": False},
+                                   silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
         futures = client.map(fn, list(items), pure=False)

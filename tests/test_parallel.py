@@ -40,7 +40,7 @@ def cluster():
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as c:
+                      dashboard_address=":0", scheduler_kwargs={"dashboard": False}) as c:
         yield c.scheduler_address
 
 
