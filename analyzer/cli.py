@@ -112,12 +112,14 @@ class ProgressBar:
 
     ranks_done: int = 0
     ranks_total: int = 0
+    _bytes: tuple[int, int] = (0, 0)
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, *, force: bool = False) -> None:
+        self._bytes = (done, total)
         if not self.enabled or total <= 0:
             return
         now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
+        if now - self._last < 0.1 and done < total and not force:
             return
         self._last = now
         frac = min(1.0, done / total)
@@ -132,6 +134,7 @@ class ProgressBar:
     def ranks(self, done: int, total: int) -> None:
         """Ranks finished so far (``analyze(on_rank=...)``); shown beside the bytes."""
         self.ranks_done, self.ranks_total = done, total
+        self(*self._bytes, force=done == total)
 
     def close(self) -> None:
         if self.enabled:

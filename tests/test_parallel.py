@@ -243,3 +243,37 @@ def test_version_and_help_import_no_heavy_module(argv: list[str]) -> None:
     assert m, res.stderr
     assert m.group(1) == "[]", m.group(1)
     print(f"{' '.join(argv)}: {float(m.group(2)):.3f} s after interpreter start")
+
+
+# ------------------------------------------------------------------------------------------
+# progress
+# ------------------------------------------------------------------------------------------
+
+
+class _Tty:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_shows_ranks_and_mb_per_s_on_a_tty_only() -> None:
+    from analyzer.cli import ProgressBar
+
+    tty = _Tty(True)
+    bar = ProgressBar(stream=tty)
+    analyze([REPO / "sample_traces" / "synthetic" / "tp8_straggler"], progress=bar, on_rank=bar.ranks,
+            workers=1)
+    last = tty.text.split("\r")[-1]
+    assert re.search(r"100\.0%.* MB/s  ranks (\d+)/\1$", last), last  # 8 ranks + a JSON that is no trace
+    quiet = _Tty(False)
+    bar = ProgressBar(stream=quiet)
+    analyze([REPO / "sample_traces" / "synthetic" / "tp8_straggler"], progress=bar, on_rank=bar.ranks)
+    assert quiet.text == ""
