@@ -87,12 +87,14 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | 
     try:
         futures = client.map(fn, list(items), pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
+        out: list[Any] = [None] * len(items)
         for done, fut in enumerate(as_completed(futures), start=1):
-            if fut.status == "error":
-                fut.result()  # raises the worker's exception here
+            i = index[fut.key]
+            out[i] = fut.result()  # raises the worker's exception here
+            fut.release()  # the worker may drop its copy now
             if on_done is not None:
-                on_done(done, len(items), items[index[fut.key]])
-        return client.gather(futures)
+                on_done(done, len(items), items[i])
+        return out
     finally:
         client.close()
         if cluster is not None:

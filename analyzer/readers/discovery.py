@@ -503,7 +503,9 @@ def read_unit(unit: ReadUnit, progress: Progress | None = None, cache: Any = Non
     if not loaded:
         return UnitRead([], [], notes)
     merged = _merge(_Unit(loaded), RankInfo(rank=0))
-    parts = [_Loaded(replace(p.trace, events=p.trace.events.iloc[:0]), p.cand, p.name) for p in loaded]
+    # .copy(): a 0-row slice is a view that would keep the whole table alive
+    parts = [_Loaded(replace(p.trace, events=p.trace.events.iloc[:0].copy()), p.cand, p.name)
+             for p in loaded]
     return UnitRead([merged], parts, notes)
 
 
