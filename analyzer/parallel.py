@@ -32,6 +32,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 OnDone = Callable[[int, int, Any], None]
+CONNECT_TIMEOUT = "20s"  # to an existing scheduler (--scheduler)
 
 
 def default_workers() -> int:
@@ -66,7 +67,7 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | 
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
-        from analyzer.model import BadInputError
+        from analyzer.errors import BadInputError
 
         raise BadInputError("--workers > 1 and --scheduler need Dask: pip install 'dask[distributed]' "
                             "(or run with --workers 1)") from None
@@ -74,7 +75,12 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | 
 
     cluster = None
     if scheduler is not None:
-        client = Client(scheduler, timeout="30s")
+        try:
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            from analyzer.errors import BadInputError
+
+            raise BadInputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     else:
         method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
         if sys.platform == "linux" and method == "spawn":  # Dask's default: left to fork here

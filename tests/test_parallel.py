@@ -277,3 +277,11 @@ def test_progress_shows_ranks_and_mb_per_s_on_a_tty_only() -> None:
     bar = ProgressBar(stream=quiet)
     analyze([REPO / "sample_traces" / "synthetic" / "tp8_straggler"], progress=bar, on_rank=bar.ranks)
     assert quiet.text == ""
+
+
+def test_an_unreachable_scheduler_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    from analyzer import BadInputError, parallel
+
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT", "1s")
+    with pytest.raises(BadInputError, match="cannot reach the Dask scheduler"):
+        analyze([REPO / "sample_traces" / "synthetic" / "tp8_straggler"], scheduler=f"tcp://127.0.0.1:{_free_port()}")
