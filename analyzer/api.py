@@ -143,6 +143,7 @@ def _rank_results(paths: list[PathLike], ruleset: Any, *, include_edges: bool, w
             fn: Callable[[_UnitTask], _UnitDone] = lambda t: _run_unit(t, meter.at(t.unit.size_bytes))
         else:
             fn = _run_unit
+            _import_rank_modules()  # local workers are forked: they start with these loaded
         outs = map_units(fn, tasks, workers=workers, scheduler=scheduler, on_done=on_done)
     notes = list(plan.notes) + [n for o in outs for n in o.notes]
     reads = [UnitRead([r.trace for r in o.results], o.parts, o.notes) for o in outs]
@@ -150,6 +151,12 @@ def _rank_results(paths: list[PathLike], ruleset: Any, *, include_edges: bool, w
                for i, j, info in rank_units(reads, notes, paths)]
     check_one_job([r.header() for r in results])  # two jobs are not ranks of one
     return results, plan.server_args, notes
+
+
+def _import_rank_modules() -> None:
+    """Import what the per-rank half runs (the cross-rank half needs most of it anyway)."""
+    from .analyses import context, gaps, phases, prune, serving, timeline  # noqa: F401
+    from .readers import kineto_fast  # noqa: F401
 
 
 class _Offset:
