@@ -8,10 +8,12 @@
 - in this process, one after another, when ``workers <= 1`` or there is a single item and
   no scheduler (no cluster is started: the serial path);
 - else on Dask (``dask.distributed``): a ``LocalCluster`` of ``workers`` single-threaded
-  worker processes (no more than there are items; on Linux forked from this process, which
-  has the analyzer imported already: ~0.4 s to start two workers and stop them, against ~5 s
-  with Dask's default ``spawn``; set ``distributed.worker.multiprocessing-method`` in the
-  Dask config to choose), or the cluster at ``scheduler``. The
+  worker processes (no more than there are items; on Linux forked from this process when it
+  has a single thread, as the CLI has, so that they start with the analyzer imported: ~0.4 s
+  to start two workers and stop them, against ~5 s with Dask's default ``spawn``; from a
+  fork server when it has threads, as the app's server has; set
+  ``distributed.worker.multiprocessing-method`` in the Dask config to choose), or the
+  cluster at ``scheduler``. The
   workers open the paths they are given, so a remote cluster needs the traces on storage
   that every worker sees under the same path.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -83,8 +86,10 @@ def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | 
             raise BadInputError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     else:
         method = dask.config.get("distributed.worker.multiprocessing-method", "spawn")
-        if sys.platform == "linux" and method == "spawn":  # Dask's default: left to fork here
-            method = "fork"
+        if sys.platform == "linux" and method == "spawn":  # Dask's default: chosen here
+            # fork only a single-threaded process (the CLI); a server with threads (the
+            # app) forks from a clean fork server instead
+            method = "fork" if threading.active_count() == 1 else "forkserver"
         with dask.config.set({"distributed.worker.multiprocessing-method": method}):
             cluster = LocalCluster(n_workers=min(n, len(items)), threads_per_worker=1, processes=True,
                                    dashboard_address=":0", scheduler_kwargs={"dashboard": False},
