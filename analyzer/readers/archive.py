@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from analyzer.errors import BadInputError
+from analyzer.model import BadInputError
 
 __all__ = ["MAX_MEMBERS", "MAX_TOTAL_BYTES", "ZIP_MAGIC", "check_zip", "extract_zip", "extracted_zip"]
 

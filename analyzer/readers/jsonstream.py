@@ -32,7 +32,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
-from analyzer.errors import BadInputError
+from analyzer.model import BadInputError
 
 _T = TypeVar("_T")
 GZIP_MAGIC = b"\x1f\x8b"

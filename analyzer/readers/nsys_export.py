@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from analyzer.errors import BadInputError
+from analyzer.model import BadInputError
 
 REPORT_SUFFIXES = (".nsys-rep", ".qdrep")
 EXPORT_TIMEOUT_S = 3600

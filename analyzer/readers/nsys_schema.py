@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from analyzer.errors import BadInputError
+from analyzer.model import BadInputError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
