@@ -162,7 +162,7 @@ def big_trace(tmp_path_factory) -> Path:
     from make_trace import make_trace
 
     out = tmp_path_factory.mktemp("big") / "rank0.trace.json"
-    make_trace(out, 24, source=source)
+    make_trace(out, 40, source=source)
     return out
 
 
@@ -170,15 +170,21 @@ def test_a_cache_hit_gives_the_same_report_faster(big_trace: Path, tmp_path: Pat
     from analyzer.readers.cache import TraceCache
 
     cache = tmp_path / "cache"
-    t0 = time.process_time()
-    cold = _doc(big_trace, cache=cache)
-    t_cold = time.process_time() - t0
+    cold = _doc(big_trace, cache=cache)  # a miss: reads the JSON, writes the entry
     assert sorted(p.suffix for p in cache.iterdir()) == [".parquet", ".pkl"]
-    t0 = time.process_time()
-    warm = _doc(big_trace, cache=cache)
-    t_warm = time.process_time() - t0
-    assert warm == cold == _doc(big_trace)
-    assert t_warm < t_cold, (t_warm, t_cold)
+
+    def best_cpu_s(**kw) -> tuple[float, str]:
+        runs = []
+        for _ in range(3):
+            t0 = time.process_time()
+            doc = _doc(big_trace, **kw)
+            runs.append(time.process_time() - t0)
+        return min(runs), doc
+
+    t_json, uncached = best_cpu_s()
+    t_hit, warm = best_cpu_s(cache=cache)
+    assert warm == cold == uncached
+    assert t_hit < t_json, (t_hit, t_json)
     # the table itself round-trips exactly (Categoricals as codes + categories)
     from analyzer.readers import read_kineto
 
