@@ -107,11 +107,14 @@ class _UnitDone:
 
 def _run_unit(task: _UnitTask, progress: Progress | None = None) -> _UnitDone:
     """The per-rank half of one read unit (runs on a Dask worker, or here)."""
+    from .analyses.prune import FramePruner
     from .rankwork import analyze_rank
     from .readers.discovery import read_unit
 
-    read = read_unit(task.unit, progress=progress, cache=task.cache)
-    results = [analyze_rank(t, task.ruleset, include_edges=task.include_edges) for t in read.traces]
+    # the python frames no analysis reads are dropped while reading: they never fill memory
+    read = read_unit(task.unit, progress=progress, cache=task.cache, row_filter=FramePruner)
+    results = [analyze_rank(t, task.ruleset, include_edges=task.include_edges, read_state=st)
+               for t, st in zip(read.traces, read.states, strict=True)]
     return _UnitDone(results, read.parts, read.notes)
 
 

@@ -14,8 +14,8 @@ pipeline bubbles, then the per-rank figures that depend on those, and the findin
   ``[host.*]`` markers. On a ``with_stack`` trace that is a few percent of the rows.
 - ``attribution``: the ``StepAttribution`` (steps and the main device's activity).
 - ``clues``: ``trace_clues`` of the unpruned table; ``timelines``: one per device.
-- ``first_event``: the earliest row of the unpruned table (``readers.jobs`` dates the capture
-  from it).
+- ``first_ts_ns``: the earliest timestamp of the unpruned table (``readers.jobs`` dates the
+  capture from it).
 
 The cross-rank half gives the same report from these as from the whole traces: a test
 compares the JSON of both (``tests/test_parallel.py``).
@@ -46,7 +46,7 @@ class RankResult:
     attribution: StepAttribution
     clues: dict[str, int]
     timelines: tuple[RankTimeline, ...]
-    first_event: pd.DataFrame
+    first_ts_ns: int | None
     rows_read: int = 0
 
     def with_rank(self, info: RankInfo) -> RankResult:
@@ -56,8 +56,15 @@ class RankResult:
         return replace(self, trace=trace, timelines=tls)
 
     def header(self) -> Trace:
-        """The trace with only its earliest unpruned row: what ``readers.jobs`` reads."""
-        return replace(self.trace, events=self.first_event)
+        """What ``readers.jobs`` reads: the devices of the GPU rows (``Trace.gpu``) and the
+        earliest timestamp of the unpruned table."""
+        ev = self.trace.events
+        first = [] if self.first_ts_ns is None else [self.first_ts_ns]
+        table = pd.DataFrame({
+            "ts_ns": np.concatenate([np.array(first, np.int64), ev["ts_ns"].to_numpy(np.int64)]),
+            "device": np.concatenate([np.full(len(first), -1, np.int64), ev["device"].to_numpy(np.int64)]),
+        })
+        return replace(self.trace, events=table)
 
 
 def slim_events(ev: pd.DataFrame) -> pd.DataFrame:
@@ -77,8 +84,14 @@ def slim_events(ev: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def analyze_rank(trace: Trace, ruleset: Any, *, include_edges: bool = False) -> RankResult:
-    """Clues, prune, classify, attribute steps and timelines of one rank (changes ``trace``)."""
+def analyze_rank(trace: Trace, ruleset: Any, *, include_edges: bool = False,
+                 read_state: dict[str, Any] | None = None) -> RankResult:
+    """Clues, prune, classify, attribute steps and timelines of one rank (changes ``trace``).
+
+    ``read_state``: the trace was read with its frames already pruned
+    (``analyses.prune.FramePruner``); this is the pruner's state (clues, earliest timestamp
+    and dropped rows of the unpruned table), used instead of the table.
+    """
     from analyzer.analyses.context import trace_clues
     from analyzer.analyses.gaps import step_window
     from analyzer.analyses.phases import attribute_steps, reassign_attention_by_phase
@@ -88,9 +101,16 @@ def analyze_rank(trace: Trace, ruleset: Any, *, include_edges: bool = False) -> 
 
     ev = trace.events
     rows = len(ev)
-    first = ev.iloc[[int(np.argmin(ev["ts_ns"].to_numpy()))] if rows else []].reset_index(drop=True)
-    clues = trace_clues(trace)  # engine/workload clues, before the frames go
-    prune_python_frames(trace)  # python frames no marker reads (most rows of a stack trace)
+    if read_state is None:
+        first = int(ev["ts_ns"].min()) if rows else None
+        clues = trace_clues(trace)  # engine/workload clues, before the frames go
+        prune_python_frames(trace)  # python frames no marker reads (most rows of a stack trace)
+    else:  # pruned while reading: what the unpruned table would have given
+        first = read_state["first_ts_ns"]
+        clues = dict(read_state["clues"])
+        rows += int(read_state["dropped"])
+        if read_state["dropped"]:  # as prune_python_frames leaves the names
+            trace.events["name"] = trace.events["name"].cat.remove_unused_categories()
     classify_trace(trace, ruleset)
     attr = attribute_steps(trace)  # found once, reused by the serving diagnosis
     reassign_attention_by_phase(trace, attr)  # attention kernels in decode steps are decode

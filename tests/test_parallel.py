@@ -55,12 +55,35 @@ def test_local_cluster_of_workers_gives_the_serial_report() -> None:
     assert _doc(path, workers=2) == _doc(path, workers=1)
 
 
-def test_a_traceset_gives_the_same_report_as_paths() -> None:
+KINETO = sorted((SHARED / "kineto").glob("*")) + sorted((REPO / "sample_traces" / "synthetic").iterdir())
+
+
+@pytest.mark.parametrize("path", [p for p in KINETO if p.is_dir() or ".json" in p.name],
+                         ids=lambda p: p.name)
+def test_frames_pruned_while_reading_give_the_loaded_report(path: Path) -> None:
+    """``analyze(paths)`` drops the python frames while reading (``prune.FramePruner``);
+    ``analyze(load(paths))`` reads whole tables and prunes after: the same report."""
     from analyzer import load
 
-    path = REPO / "sample_traces" / "synthetic" / "pp4_bubbles"
     from_set = json.dumps(analyze(load([path])).to_dict(), sort_keys=True)
     assert from_set == _doc(path)
+
+
+def test_the_pruner_keeps_exactly_the_rows_prune_keeps(big_trace: Path) -> None:
+    from analyzer.analyses.context import trace_clues
+    from analyzer.analyses.prune import FramePruner, prune_python_frames
+    from analyzer.readers import read_kineto
+
+    full = read_kineto(big_trace)
+    clues, first, n_full = trace_clues(full), int(full.events["ts_ns"].min()), len(full.events)
+    dropped = prune_python_frames(full)
+    pruner = FramePruner()
+    part = read_kineto(big_trace, row_filter=pruner)
+    part.events["name"] = part.events["name"].cat.remove_unused_categories()
+    assert len(part.events) < 0.2 * n_full  # a with_stack trace: ~90 % frames
+    assert part.events.equals(full.events)
+    assert list(part.events["name"].cat.categories) == list(full.events["name"].cat.categories)
+    assert pruner.state() == {"clues": clues, "first_ts_ns": first, "dropped": dropped}
 
 
 def test_the_per_rank_result_is_compact() -> None:
@@ -75,7 +98,7 @@ def test_the_per_rank_result_is_compact() -> None:
     res = analyze_rank(trace, load_rules())
     assert res.rows_read == rows
     assert len(res.trace.events) < rows  # only the rows the cross-rank half reads
-    assert len(res.first_event) == 1
+    assert res.first_ts_ns is not None
 
 
 def _free_port() -> int:

@@ -105,13 +105,19 @@ def trace_clues(trace: Trace) -> dict[str, int]:
     kcodes = kinds.cat.codes.to_numpy().astype(np.int64)
     codes[codes < 0] = nn - 1
     kcodes[kcodes < 0] = nk - 1
-    pairs = np.bincount(codes * nk + kcodes, minlength=nn * nk).reshape(nn, nk)[:-1]
+    pairs = np.bincount(codes * nk + kcodes, minlength=nn * nk).reshape(nn, nk)[:-1, :-1]
+    return clues_from_pairs(pairs, cats, kcats)
+
+
+def clues_from_pairs(pairs: np.ndarray, names: Sequence[str], kinds: Sequence[str]) -> dict[str, int]:
+    """The clue counts from row counts per (name, kind): ``pairs[i, j]`` rows named
+    ``names[i]`` of kind ``kinds[j]`` (also counted while reading: ``prune.FramePruner``)."""
     out: dict[str, int] = {}
-    for spec in specs:
-        cols = [j for j, k in enumerate(kcats) if k in set(spec["kinds"])]
-        per_name = pairs[:, cols].sum(axis=1) if cols else np.zeros(nn - 1, np.int64)
+    for spec in context_markers()["clue"]:
+        cols = [j for j, k in enumerate(kinds) if k in set(spec["kinds"])]
+        per_name = pairs[:, cols].sum(axis=1) if cols else np.zeros(len(pairs), np.int64)
         rx = spec["re"]
-        hit = [c for c in np.flatnonzero(per_name).tolist() if rx.search(str(cats[c])) is not None]
+        hit = [c for c in np.flatnonzero(per_name).tolist() if rx.search(str(names[c])) is not None]
         out[spec["id"]] = int(per_name[hit].sum()) if hit else 0
     return out
 

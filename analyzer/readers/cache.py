@@ -33,7 +33,7 @@ from analyzer.model import EVENT_COLUMNS, Trace
 
 MIN_BYTES = 16 * 2**20
 ROW_GROUP = 1 << 20
-FORMAT = 1  # bump when the entry layout changes
+FORMAT = 2  # bump when the entry layout changes
 
 
 def default_dir() -> Path:
@@ -66,7 +66,7 @@ class TraceCache:
             return None
         return cls(default_dir())
 
-    def key(self, path: Path) -> str | None:
+    def key(self, path: Path, tag: str = "") -> str | None:
         from analyzer import __version__
 
         try:
@@ -75,30 +75,44 @@ class TraceCache:
             return None
         if st.st_size < self.min_bytes:
             return None
-        raw = f"{FORMAT}|{__version__}|{','.join(EVENT_COLUMNS)}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        raw = (f"{FORMAT}|{__version__}|{','.join(EVENT_COLUMNS)}|{tag}|{path.resolve()}|"
+               f"{st.st_size}|{st.st_mtime_ns}")
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
-    def read_kineto(self, path: Path, progress: Callable[[int], None] | None = None) -> Trace:
-        """``read_kineto(path)`` through the cache: a hit reads Parquet, a miss reads the
-        JSON and stores it (a failure to store is not an error)."""
+    def read_kineto(self, path: Path, progress: Callable[[int], None] | None = None,
+                    row_filter: Any = None) -> Trace:
+        """``read_kineto(path, row_filter=...)`` through the cache: a hit reads Parquet, a
+        miss reads the JSON and stores it (a failure to store is not an error). With a row
+        filter the entry holds the kept rows and the filter's ``state()``, given back to it
+        on a hit (``restore``); its own key (``row_filter.cache_tag``)."""
         from analyzer.readers.kineto import read_kineto
 
-        key = self.key(path)
+        key = self.key(path, getattr(row_filter, "cache_tag", "") if row_filter is not None else "")
         if key is not None:
             hit = self._load(key)
             if hit is not None:
+                trace, state = hit
+                if row_filter is not None:
+                    if state is None:
+                        return self._miss(path, progress, row_filter, key)
+                    row_filter.restore(state)
                 if progress is not None:
                     progress(path.stat().st_size)
-                return hit
-        trace = read_kineto(path, progress=progress)
+                return trace
+        return self._miss(path, progress, row_filter, key)
+
+    def _miss(self, path: Path, progress: Any, row_filter: Any, key: str | None) -> Trace:
+        from analyzer.readers.kineto import read_kineto
+
+        trace = read_kineto(path, progress=progress, row_filter=row_filter)
         if key is not None:
             try:
-                self._store(key, trace)
+                self._store(key, trace, row_filter.state() if row_filter is not None else None)
             except OSError:
                 pass
         return trace
 
-    def _load(self, key: str) -> Trace | None:
+    def _load(self, key: str) -> tuple[Trace, dict[str, Any] | None] | None:
         meta_p, data_p = self.root / f"{key}.meta.pkl", self.root / f"{key}.parquet"
         if not (meta_p.is_file() and data_p.is_file()):
             return None
@@ -106,7 +120,7 @@ class TraceCache:
 
         try:
             with meta_p.open("rb") as fh:
-                header, cats = pickle.load(fh)
+                header, cats, state = pickle.load(fh)
             table = pq.read_table(data_p)
         except Exception:  # noqa: BLE001 - a broken entry is a miss
             return None
@@ -118,9 +132,9 @@ class TraceCache:
                 cols[name] = pd.Categorical.from_codes(arr, dtype=dtype)
             else:
                 cols[name] = arr
-        return replace(header, events=pd.DataFrame(cols, copy=False))
+        return replace(header, events=pd.DataFrame(cols, copy=False)), state
 
-    def _store(self, key: str, trace: Trace) -> None:
+    def _store(self, key: str, trace: Trace, state: dict[str, Any] | None = None) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -144,7 +158,7 @@ class TraceCache:
             os.replace(tmp, self.root / f"{key}.parquet")
             fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
             with os.fdopen(fd, "wb") as fh:
-                pickle.dump((replace(trace, events=ev.iloc[:0]), cats), fh)
+                pickle.dump((replace(trace, events=ev.iloc[:0].copy()), cats, state), fh)
             os.replace(tmp, self.root / f"{key}.meta.pkl")
         finally:
             if os.path.exists(tmp):

@@ -233,19 +233,21 @@ class _Loaded:
     trace: Trace
     cand: _Candidate
     name: SglangName | None
+    state: dict[str, Any] | None = None  # the row filter's state after the read, if any
 
 
 def _read_kineto_files(cands: list[_Candidate], meter: _Meter, notes: list[str],
-                       cache: Any = None) -> list[_Loaded]:
+                       cache: Any = None, row_filter: Callable[[], Any] | None = None) -> list[_Loaded]:
     out: list[_Loaded] = []
     for c in cands:
         size = _size(c.path)
         before = meter.done
+        filt = row_filter() if row_filter is not None else None
         try:
             if cache is not None:  # readers.cache.TraceCache
-                trace = cache.read_kineto(c.path, progress=meter.add)
+                trace = cache.read_kineto(c.path, progress=meter.add, row_filter=filt)
             else:
-                trace = read_kineto(c.path, progress=meter.add)
+                trace = read_kineto(c.path, progress=meter.add, row_filter=filt)
         except BadInputError as exc:
             if c.explicit:
                 raise
@@ -253,7 +255,8 @@ def _read_kineto_files(cands: list[_Candidate], meter: _Meter, notes: list[str],
             meter.add(max(0, size - (meter.done - before)))
             continue
         meter.add(max(0, size - (meter.done - before)))
-        out.append(_Loaded(trace, c, parse_sglang_name(c.path.name)))
+        out.append(_Loaded(trace, c, parse_sglang_name(c.path.name),
+                           filt.state() if filt is not None else None))
     return out
 
 
@@ -490,23 +493,41 @@ class UnitRead:
     traces: list[Trace]
     parts: list[_Loaded]
     notes: list[str]
+    states: list[dict[str, Any] | None] = field(default_factory=list)  # per trace
 
 
-def read_unit(unit: ReadUnit, progress: Progress | None = None, cache: Any = None) -> UnitRead:
+def read_unit(unit: ReadUnit, progress: Progress | None = None, cache: Any = None,
+              row_filter: Callable[[], Any] | None = None) -> UnitRead:
     """Read one unit (on a worker): ``progress(done_bytes, total_bytes)`` as it goes;
-    ``cache``: a ``readers.cache.TraceCache`` for the Kineto files, or None."""
+    ``cache``: a ``readers.cache.TraceCache`` for the Kineto files, or None;
+    ``row_filter``: makes one row filter per Kineto file (``read_kineto(row_filter=...)``);
+    a rank's state is its files' states combined (``combine_states``)."""
     notes: list[str] = []
     meter = _Meter(progress, unit.size_bytes)
     if unit.fmt == "nsys":
-        return UnitRead(sorted(_read_nsys_files(unit.cands, meter, notes), key=_order), [], notes)
-    loaded = _read_kineto_files(unit.cands, meter, notes, cache)
+        traces = sorted(_read_nsys_files(unit.cands, meter, notes), key=_order)
+        return UnitRead(traces, [], notes, [None] * len(traces))
+    loaded = _read_kineto_files(unit.cands, meter, notes, cache, row_filter)
     if not loaded:
         return UnitRead([], [], notes)
     merged = _merge(_Unit(loaded), RankInfo(rank=0))
     # .copy(): a 0-row slice is a view that would keep the whole table alive
     parts = [_Loaded(replace(p.trace, events=p.trace.events.iloc[:0].copy()), p.cand, p.name)
              for p in loaded]
-    return UnitRead([merged], parts, notes)
+    state = combine_states([p.state for p in loaded]) if row_filter is not None else None
+    return UnitRead([merged], parts, notes, [state])
+
+
+def combine_states(states: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """The row-filter state of a rank read from several files: clue counts and dropped rows
+    add up, the earliest timestamp is the earliest of all."""
+    clues: dict[str, int] = {}
+    firsts = [s["first_ts_ns"] for s in states if s and s["first_ts_ns"] is not None]
+    for s in states:
+        for k, v in (s or {}).get("clues", {}).items():
+            clues[k] = clues.get(k, 0) + v
+    return {"clues": clues, "first_ts_ns": min(firsts) if firsts else None,
+            "dropped": sum((s or {}).get("dropped", 0) for s in states)}
 
 
 def rank_units(reads: Sequence[UnitRead], notes: list[str],
