@@ -85,8 +85,6 @@ class TraceCache:
         miss reads the JSON and stores it (a failure to store is not an error). With a row
         filter the entry holds the kept rows and the filter's ``state()``, given back to it
         on a hit (``restore``); its own key (``row_filter.cache_tag``)."""
-        from analyzer.readers.kineto import read_kineto
-
         key = self.key(path, getattr(row_filter, "cache_tag", "") if row_filter is not None else "")
         if key is not None:
             hit = self._load(key)
