@@ -55,6 +55,8 @@ def in_process(n_items: int, workers: int | None, scheduler: str | None) -> bool
 def map_units(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None = 1,
               scheduler: str | None = None, on_done: OnDone | None = None) -> list[R]:
     """``[fn(item) for item in items]``, on Dask when asked (module doc)."""
+    if workers is None and scheduler is None and not _have_dask():
+        workers = 1  # the default asked for no Dask in particular: one after another here
     if in_process(len(items), workers, scheduler):
         out = []
         for i, item in enumerate(items):
@@ -63,6 +65,12 @@ def map_units(fn: Callable[[T], R], items: Sequence[T], *, workers: int | None =
                 on_done(i + 1, len(items), item)
         return out
     return _on_dask(fn, items, workers if workers is not None else default_workers(), scheduler, on_done)
+
+
+def _have_dask() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("distributed") is not None
 
 
 def _on_dask(fn: Callable[[T], R], items: Sequence[T], n: int, scheduler: str | None,
