@@ -6,7 +6,8 @@
 ``map_units(fn, items)`` returns ``[fn(item) for item in items]``, in order:
 
 - in this process, one after another, when ``workers <= 1`` or there is a single item and
-  no scheduler (no cluster is started: the serial path);
+  no scheduler (no cluster is started: the serial path), and when ``workers`` is None (the
+  default: one per core) but Dask is not installed;
 - else on Dask (``dask.distributed``): a ``LocalCluster`` of ``workers`` single-threaded
   worker processes (no more than there are items; on Linux forked from this process when it
   has a single thread, as the CLI has, so that they start with the analyzer imported: ~0.4 s
