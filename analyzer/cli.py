@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from . import __version__
+from .errors import BadInputError
 from .fileio import write_atomically
-from .model import BadInputError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT, EXIT_THRESHOLD = 0, 1, 2, 3
 
@@ -142,11 +142,16 @@ class ProgressBar:
         self._last = 0.0
         self._started = time.monotonic()
 
-    def __call__(self, done: int, total: int) -> None:
+    ranks_done: int = 0
+    ranks_total: int = 0
+    _bytes: tuple[int, int] = (0, 0)
+
+    def __call__(self, done: int, total: int, *, force: bool = False) -> None:
+        self._bytes = (done, total)
         if not self.enabled or total <= 0:
             return
         now = time.monotonic()
-        if now - self._last < 0.1 and done < total:
+        if now - self._last < 0.1 and done < total and not force:
             return
         self._last = now
         frac = min(1.0, done / total)
@@ -154,8 +159,14 @@ class ProgressBar:
         bar = "█" * int(frac * width) + "·" * (width - int(frac * width))
         mb = done / 1e6
         rate = mb / max(now - self._started, 1e-6)
-        self.stream.write(f"\r{self.label} {bar} {100 * frac:5.1f}%  {mb:,.0f} MB  {rate:,.0f} MB/s")
+        ranks = f"  ranks {self.ranks_done}/{self.ranks_total}" if self.ranks_total > 1 else ""
+        self.stream.write(f"\r{self.label} {bar} {100 * frac:5.1f}%  {mb:,.0f} MB  {rate:,.0f} MB/s{ranks}")
         self.stream.flush()
+
+    def ranks(self, done: int, total: int) -> None:
+        """Ranks finished so far (``analyze(on_rank=...)``); shown beside the bytes."""
+        self.ranks_done, self.ranks_total = done, total
+        self(*self._bytes, force=done == total)
 
     def close(self) -> None:
         if self.enabled:
@@ -201,7 +212,27 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", metavar="NAME=VALUE", action="append", default=[],
                    help="raise or lower an input cap, e.g. max_events=1000000000, max_ratio=500, "
                         "max_input_bytes=200GiB (see docs/user-guide.md; also ANALYZER_LIMIT_<NAME>)")
+    p.add_argument("--workers", metavar="N", type=_workers, default=None,
+                   help="read and analyse ranks in N local processes on Dask (default: one per "
+                        "core; 1: one after another in this process, no cluster)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run the per-rank work on this Dask cluster instead (its workers must see "
+                        "the trace paths: shared storage)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write the Parquet cache of large traces "
+                        "(also TRACE_ANALYZER_NO_CACHE=1; the cache dir is TRACE_ANALYZER_CACHE_DIR, "
+                        "default ~/.cache/trace-analyzer)")
     p.set_defaults(func=run_analyze)
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("--workers must be at least 1")
+    return n
 
 
 def run_analyze(args: argparse.Namespace) -> int:
@@ -223,6 +254,8 @@ def run_analyze(args: argparse.Namespace) -> int:
                 metrics=args.metrics, server_args=args.server_args, progress=bar,
                 include_edges=args.include_edges, roofline=args.roofline,
                 graph_capture=args.graph_capture, skip_bad_ranks=args.skip_bad_ranks,
+                workers=args.workers, scheduler=args.scheduler,
+                cache=not args.no_cache, on_rank=bar.ranks,
             )
     finally:
         bar.close()
@@ -335,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # no parser, no imports
+        print(f"trace-analyzer {__version__}")
+        return EXIT_OK
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .model import BadInputError
+from .errors import BadInputError
 
 
 def _umask() -> int:

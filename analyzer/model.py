@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from analyzer.errors import AnalyzerError, BadInputError, NotATraceError  # noqa: F401 - re-exported here
+
 # --------------------------------------------------------------------------------------
 # Event table
 # --------------------------------------------------------------------------------------
@@ -237,16 +239,3 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"evidence": dict(self.evidence)}
-
-
-class AnalyzerError(Exception):
-    """Base class of the analyzer's own errors."""
-
-
-class BadInputError(AnalyzerError):
-    """The input cannot be analysed (truncated, malformed, wrong format). CLI exit code 2."""
-
-
-class NotATraceError(BadInputError):
-    """The file is not a trace at all (a JSON without ``traceEvents``, an unrelated SQLite
-    database): inside a directory it is skipped with a note, unlike a damaged trace."""

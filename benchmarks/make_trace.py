@@ -29,12 +29,37 @@ def _load(path: Path) -> dict:
     return doc if isinstance(doc, dict) else {"traceEvents": doc}
 
 
-def make_trace(out: Path, size_mb: float, source: Path = DEFAULT_SOURCE, rank: int = 0) -> dict:
+def _header(doc: dict, rank: int, world_size: int | None) -> bytes:
+    dist = doc.get("distributedInfo") or {"backend": "nccl", "world_size": 1}
+    doc["distributedInfo"] = dict(dist, rank=rank)
+    if world_size is not None:
+        doc["distributedInfo"]["world_size"] = world_size
+    return orjson.dumps(doc)[:-1] + b',"traceEvents":['
+
+
+def make_ranks(out_dir: Path, ranks: int, size_mb: float, source: Path = DEFAULT_SOURCE) -> dict:
+    """``ranks`` rank files ``rank<i>.trace.json`` of one job in ``out_dir`` (distributedInfo
+    rank i of world ``ranks``): rank 0 is made by ``make_trace``, the others copy its events
+    under their own header (the same events on every rank)."""
+    first = out_dir / "rank0.trace.json"
+    truth = make_trace(first, size_mb, source, rank=0, world_size=ranks)
+    doc = _load(source)
+    doc.pop("traceEvents")
+    skip = len(_header(dict(doc), 0, ranks))
+    for r in range(1, ranks):
+        with open(first, "rb") as src, open(out_dir / f"rank{r}.trace.json", "wb") as dst:
+            dst.write(_header(dict(doc), r, ranks))
+            src.seek(skip)
+            while block := src.read(1 << 24):
+                dst.write(block)
+    return dict(truth, ranks=ranks)
+
+
+def make_trace(out: Path, size_mb: float, source: Path = DEFAULT_SOURCE, rank: int = 0,
+               world_size: int | None = None) -> dict:
     """Write ``out`` (uncompressed JSON, >= size_mb MB) and return its ground truth."""
     doc = _load(source)
     events = doc.pop("traceEvents")
-    dist = doc.get("distributedInfo") or {"backend": "nccl", "world_size": 1}
-    doc["distributedInfo"] = dict(dist, rank=rank)
     timed = [e for e in events if isinstance(e.get("ts"), (int, float))]
     t0 = min(e["ts"] for e in timed)
     t1 = max(e["ts"] + e.get("dur", 0) for e in timed)
@@ -42,7 +67,7 @@ def make_trace(out: Path, size_mb: float, source: Path = DEFAULT_SOURCE, rank: i
     one = b",\n".join(orjson.dumps(e) for e in events)
     copies = max(1, int(size_mb * 1e6 / len(one)) + 1)
     out.parent.mkdir(parents=True, exist_ok=True)
-    head = orjson.dumps(doc)[:-1] + b',"traceEvents":['
+    head = _header(doc, rank, world_size)
     n_complete = sum(1 for e in events if e.get("ph") == "X")
     with open(out, "wb") as fh:
         fh.write(head)

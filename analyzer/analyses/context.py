@@ -80,10 +80,46 @@ def _name_hits(events: pd.DataFrame, kinds: Sequence[str], rx: re.Pattern[str]) 
     return int(np.count_nonzero(ok & hit[codes]))
 
 
+#: above this many (name, kind) pairs the clues are counted one clue at a time
+MAX_PAIR_TABLE = 1 << 22
+
+
 def trace_clues(trace: Trace) -> dict[str, int]:
-    """Row counts of every clue of ``context_markers.toml`` in one trace (clue id -> rows)."""
+    """Row counts of every clue of ``context_markers.toml`` in one trace (clue id -> rows).
+
+    One pass over the rows counts every (name, kind) pair; each clue then sums the counts of
+    the names its regex matches over its kinds (the same counts as ``_name_hits`` per clue).
+    """
     ev = trace.events
-    return {spec["id"]: _name_hits(ev, spec["kinds"], spec["re"]) for spec in context_markers()["clue"]}
+    specs = context_markers()["clue"]
+    names = ev.get("name")
+    kinds = ev.get("kind")
+    if (names is None or kinds is None or not isinstance(names.dtype, pd.CategoricalDtype)
+            or not isinstance(kinds.dtype, pd.CategoricalDtype)):
+        return {spec["id"]: _name_hits(ev, spec["kinds"], spec["re"]) for spec in specs}
+    cats, kcats = names.cat.categories, [str(k) for k in kinds.cat.categories]
+    nn, nk = len(cats) + 1, len(kcats) + 1  # last slot of each: missing (code -1)
+    if nn * nk > MAX_PAIR_TABLE:
+        return {spec["id"]: _name_hits(ev, spec["kinds"], spec["re"]) for spec in specs}
+    codes = names.cat.codes.to_numpy().astype(np.int64)
+    kcodes = kinds.cat.codes.to_numpy().astype(np.int64)
+    codes[codes < 0] = nn - 1
+    kcodes[kcodes < 0] = nk - 1
+    pairs = np.bincount(codes * nk + kcodes, minlength=nn * nk).reshape(nn, nk)[:-1, :-1]
+    return clues_from_pairs(pairs, cats, kcats)
+
+
+def clues_from_pairs(pairs: np.ndarray, names: Sequence[str], kinds: Sequence[str]) -> dict[str, int]:
+    """The clue counts from row counts per (name, kind): ``pairs[i, j]`` rows named
+    ``names[i]`` of kind ``kinds[j]`` (also counted while reading: ``prune.FramePruner``)."""
+    out: dict[str, int] = {}
+    for spec in context_markers()["clue"]:
+        cols = [j for j, k in enumerate(kinds) if k in set(spec["kinds"])]
+        per_name = pairs[:, cols].sum(axis=1) if cols else np.zeros(len(pairs), np.int64)
+        rx = spec["re"]
+        hit = [c for c in np.flatnonzero(per_name).tolist() if rx.search(str(names[c])) is not None]
+        out[spec["id"]] = int(per_name[hit].sum()) if hit else 0
+    return out
 
 
 @dataclass(frozen=True)

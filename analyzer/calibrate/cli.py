@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from analyzer.errors import BadInputError
 from analyzer.fileio import write_atomically
-from analyzer.model import BadInputError
 
 
 def _contexts(text: str) -> tuple[int, ...]:

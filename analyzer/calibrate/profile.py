@@ -30,9 +30,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
+from analyzer.lazy import numpy as np  # imported on first use (fast CLI start)
 
 SCHEMA = "trace-analyzer/hardware-profile/v1"
 SCHEMA_FILE = "hardware-profile-v1.schema.json"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from analyzer.capacity.specs import Calibration, Efficiency, GPUSpec, ModelSpec
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 REPORT_SCHEMA_PREFIX = "trace-analyzer report"
 PROFILE_SCHEMA = "trace-analyzer/hardware-profile/v1"

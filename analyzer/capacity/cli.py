@@ -29,8 +29,8 @@ from analyzer.capacity.presets import (
 )
 from analyzer.capacity.render import render, render_presets
 from analyzer.capacity.specs import Efficiency, MemoryBudget, Parallelism, Workload
+from analyzer.errors import BadInputError
 from analyzer.fileio import write_atomically
-from analyzer.model import BadInputError
 
 DEFAULT_GPU = "h100-sxm"
 

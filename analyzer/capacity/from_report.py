@@ -28,7 +28,7 @@ from typing import Any
 
 from analyzer.capacity.presets import list_presets, load_model
 from analyzer.capacity.specs import ModelSpec
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 SIZES = ("tp", "pp", "ep", "dp")
 

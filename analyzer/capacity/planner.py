@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from analyzer.capacity import kv
 from analyzer.capacity.calibration import Rates, resolve_rates
 from analyzer.capacity.specs import (
@@ -41,7 +39,8 @@ from analyzer.capacity.timing import (
     throughput_optimal,
     weights_bytes_per_gpu,
 )
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
+from analyzer.lazy import numpy as np  # imported on first use (fast CLI start)
 
 PLAN_SCHEMA = "trace-analyzer capacity plan v1"
 VLLM_BLOCK_SIZE = 16

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from analyzer.capacity.specs import GPUSpec, ModelSpec, dtype_bytes
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 try:  # Python >= 3.11
     import tomllib as _toml

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 #: bytes per element of the supported KV / weight dtypes.
 DTYPE_BYTES: dict[str, int] = {"bf16": 2, "fp16": 2, "fp8": 1}

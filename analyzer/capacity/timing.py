@@ -29,8 +29,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from analyzer.capacity.calibration import Rates
 from analyzer.capacity.kv import (
     kv_bytes_per_sequence_per_gpu,
@@ -38,6 +36,7 @@ from analyzer.capacity.kv import (
     layers_per_gpu,
 )
 from analyzer.capacity.specs import ModelSpec, Parallelism, Workload
+from analyzer.lazy import numpy as np  # imported on first use (fast CLI start)
 
 ACTIVATION_BYTES = 2  # bf16 hidden states on the wire
 

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 from .collector import CollectOptions, CollectResult, collect, validate_activities
 from .nsys import nsys_plan

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 #: Seconds to wait for an answer to a control request (stop_profile waits for trace export).
 DEFAULT_TIMEOUT_S = 30.0

@@ -22,11 +22,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from analyzer.fileio import write_atomically
-from analyzer.model import BadInputError
-from analyzer.readers.discovery import INCOMPLETE_MARKER
+from analyzer.errors import BadInputError
 from analyzer.safety import REDACTED, is_secret_key, redact, redact_text
 
 from .client import SGLangClient
+
+
+def _incomplete_marker() -> str:
+    """The marker file name ``analyze`` looks for (imported late: the CLI starts light)."""
+    from analyzer.readers.discovery import INCOMPLETE_MARKER
+
+    return INCOMPLETE_MARKER
 from .files import expected_rank_files, snapshot, wait_for_traces
 from .metrics import AFTER_FILE, BEFORE_FILE, ServerMetrics, metrics_window, parse_prometheus_text
 
@@ -191,7 +197,7 @@ def collect(
             "use a shared --output-dir, or --expect-files with the number this host will see"
         )
 
-    marker = out / INCOMPLETE_MARKER  # removed once every file is complete
+    marker = out / _incomplete_marker()  # removed once every file is complete
     _write(marker, f"capture started {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
                    "and not finished (interrupted, or the server stopped answering)\n")
     args_path = out / SERVER_ARGS_FILE

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 TRACE_GLOB = "*.trace.json.gz"
 _RANK_RE = re.compile(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 Labels = tuple[tuple[str, str], ...]
 

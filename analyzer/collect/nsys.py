@@ -27,7 +27,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from analyzer.model import BadInputError
+from analyzer.errors import BadInputError
 
 DEFAULT_PORT = 30000
 TRACE_APIS = "cuda,nvtx,osrt"

@@ -19,13 +19,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .compute import DIFF_SCHEMA_VERSION, compare, delta
-from .gate import Gate, check_gates, parse_gate, valid_names
-from .inputs import is_report, load_side, read_report
+#: names imported on first use (``trace-analyzer --help`` imports ``analyzer.diff.cli``,
+#: which must not pull in numpy and pandas)
+_LAZY = {"DIFF_SCHEMA_VERSION": "compute", "compare": "compute", "delta": "compute",
+         "Gate": "gate", "check_gates": "gate", "parse_gate": "gate", "valid_names": "gate",
+         "is_report": "inputs", "load_side": "inputs", "read_report": "inputs"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def diff_paths(base: str | Path, new: str | Path, **analyze_kwargs: Any) -> dict[str, Any]:
     """Read or analyse both sides and compare them."""
+    from .compute import compare
+    from .inputs import load_side
+
     db, sb = load_side(base, **analyze_kwargs)
     dn, sn = load_side(new, **analyze_kwargs)
     return compare(db, dn, labels=(str(base), str(new)), sources=(sb, sn))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..model import BadInputError
+from ..errors import BadInputError
 
 _PEEK = 4096
 

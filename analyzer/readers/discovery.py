@@ -45,7 +45,8 @@ from analyzer.readers.jsonstream import GZIP_MAGIC
 from analyzer.readers.kineto import read_kineto
 from analyzer.readers.naming import SglangName, parse_sglang_name
 
-__all__ = ["Progress", "concat_event_tables", "load_traces", "sniff"]
+__all__ = ["LoadPlan", "Progress", "ReadUnit", "UnitRead", "concat_event_tables", "load_traces",
+           "plan_load", "rank_units", "read_unit", "sniff"]
 
 Progress = Callable[[int, int], None]
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -286,21 +287,28 @@ class _Loaded:
     trace: Trace
     cand: _Candidate
     name: SglangName | None
+    state: dict[str, Any] | None = None  # the row filter's state after the read, if any
 
 
-def _read_kineto_files(cands: list[_Candidate], meter: _Meter, bad: _Bad, many: bool) -> list[_Loaded]:
+def _read_kineto_files(cands: list[_Candidate], meter: _Meter, bad: _Bad, many: bool,
+                       cache: Any = None, row_filter: Callable[[], Any] | None = None) -> list[_Loaded]:
     out: list[_Loaded] = []
     for c in cands:
         size = _size(c.path)
         before = meter.done
+        filt = row_filter() if row_filter is not None else None
         try:
-            trace = read_kineto(c.path, progress=meter.add)
+            if cache is not None:  # readers.cache.TraceCache
+                trace = cache.read_kineto(c.path, progress=meter.add, row_filter=filt)
+            else:
+                trace = read_kineto(c.path, progress=meter.add, row_filter=filt)
         except BadInputError as exc:
             bad.handle(c, exc, many)
             meter.add(max(0, size - (meter.done - before)))
             continue
         meter.add(max(0, size - (meter.done - before)))
-        out.append(_Loaded(trace, c, parse_sglang_name(c.path.name)))
+        out.append(_Loaded(trace, c, parse_sglang_name(c.path.name),
+                           filt.state() if filt is not None else None))
     return out
 
 
@@ -358,6 +366,11 @@ def _filename_ranks(units: list[_Unit]) -> list[int] | None:
 
 
 def _assign(units: list[_Unit], profile: str | None, notes: list[str]) -> list[Trace]:
+    return [_merge(u, info) for u, info in zip(units, _rank_infos(units, profile, notes), strict=True)]
+
+
+def _rank_infos(units: list[_Unit], profile: str | None, notes: list[str]) -> list[RankInfo]:
+    """The rank of every unit of one profile (reads only the units' first traces' headers)."""
     dist = [u.dist_rank for u in units]
     if all(r is not None for r in dist) and len(set(dist)) == len(dist):
         ranks, source = [int(r) for r in dist if r is not None], "distributedInfo"
@@ -385,7 +398,7 @@ def _assign(units: list[_Unit], profile: str | None, notes: list[str]) -> list[T
             world_size=world or unit.world_size or (len(units) if source == "filename" else None),
             profile_id=profile,
         )
-        out.append(_merge(unit, info))
+        out.append(info)
     return out
 
 
@@ -478,6 +491,136 @@ def load_traces(
     traces.extend(sorted(nsys, key=_order))
     check_one_job(traces)  # different GPUs / world sizes / days apart: two jobs, not ranks
     return TraceSet(traces=traces, server_args=inp.server_args, notes=notes, warnings=bad.warnings)
+
+
+# --------------------------------------------------------------------------------------
+# staged loading: plan here, read each rank elsewhere (a Dask worker), rank on the client
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReadUnit:
+    """Files read together: the files of one Kineto rank (stage-split parts), or all the
+    Nsight exports (read as one job, onto one clock)."""
+
+    fmt: str  # "kineto" | "nsys"
+    cands: list[_Candidate]
+    skip_bad: bool = False  # leave an unreadable rank out (with a warning) instead of failing
+    many: bool = False  # the inputs hold more than one candidate file
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(_size(c.path) for c in self.cands)
+
+
+@dataclass
+class LoadPlan:
+    """What ``load_traces`` would read, before reading it."""
+
+    units: list[ReadUnit]
+    server_args: dict[str, Any] | None
+    notes: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_load(paths: Sequence[str | Path], stack: ExitStack, *, skip_bad: bool = False) -> LoadPlan:
+    """Collect the inputs (``.zip`` archives extracted under ``stack``) and group the Kineto
+    files into ranks by file name, as ``load_traces`` does; nothing is read but headers."""
+    inp = _collect(paths, stack)
+    notes = list(inp.notes)
+    if inp.skipped:
+        shown = inp.skipped[:MAX_NOTES_PER_KIND]
+        more = len(inp.skipped) - len(shown)
+        notes.extend(f"skipped {s}" for s in shown)
+        if more:
+            notes.append(f"skipped {more} more files that are not traces")
+    if not inp.candidates:
+        why = f" ({'; '.join(inp.skipped[:3])}{'; ...' if len(inp.skipped) > 3 else ''})" if inp.skipped else ""
+        raise BadInputError(f"no trace file found in {_describe(paths)}{why}")
+    many = len(inp.candidates) > 1
+    by_key: dict[Any, ReadUnit] = {}
+    for i, c in enumerate(cand for cand in inp.candidates if cand.fmt == "kineto"):
+        name = parse_sglang_name(c.path.name)
+        key: Any = name.rank_key if name else ("file", i)
+        by_key.setdefault(key, ReadUnit("kineto", [], skip_bad, many)).cands.append(c)
+    units = list(by_key.values())
+    nsys = [c for c in inp.candidates if c.fmt == "nsys"]
+    if nsys:
+        units.append(ReadUnit("nsys", nsys, skip_bad, many))
+    return LoadPlan(units, inp.server_args, notes, list(inp.warnings))
+
+
+@dataclass
+class UnitRead:
+    """One ``ReadUnit`` read: its traces (a Kineto rank has one, under a provisional rank
+    until ``rank_units``), the parts' headers (no events) and the notes of skipped files."""
+
+    traces: list[Trace]
+    parts: list[_Loaded]
+    notes: list[str]
+    states: list[dict[str, Any] | None] = field(default_factory=list)  # per trace
+    warnings: list[str] = field(default_factory=list)  # ranks left out (skip_bad)
+
+
+def read_unit(unit: ReadUnit, progress: Progress | None = None, cache: Any = None,
+              row_filter: Callable[[], Any] | None = None) -> UnitRead:
+    """Read one unit (on a worker): ``progress(done_bytes, total_bytes)`` as it goes;
+    ``cache``: a ``readers.cache.TraceCache`` for the Kineto files, or None;
+    ``row_filter``: makes one row filter per Kineto file (``read_kineto(row_filter=...)``);
+    a rank's state is its files' states combined (``combine_states``)."""
+    notes: list[str] = []
+    meter = _Meter(progress, unit.size_bytes)
+    bad = _Bad(unit.skip_bad, notes)
+    if unit.fmt == "nsys":
+        traces = sorted(_read_nsys_files(unit.cands, meter, bad, unit.many), key=_order)
+        return UnitRead(traces, [], notes, [None] * len(traces), bad.warnings)
+    loaded = _read_kineto_files(unit.cands, meter, bad, unit.many, cache, row_filter)
+    if not loaded:
+        return UnitRead([], [], notes, [], bad.warnings)
+    merged = _merge(_Unit(loaded), RankInfo(rank=0))
+    # .copy(): a 0-row slice is a view that would keep the whole table alive
+    parts = [_Loaded(replace(p.trace, events=p.trace.events.iloc[:0].copy()), p.cand, p.name)
+             for p in loaded]
+    state = combine_states([p.state for p in loaded]) if row_filter is not None else None
+    return UnitRead([merged], parts, notes, [state], bad.warnings)
+
+
+def combine_states(states: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """The row-filter state of a rank read from several files: clue counts and dropped rows
+    add up, the earliest timestamp is the earliest of all."""
+    clues: dict[str, int] = {}
+    firsts = [s["first_ts_ns"] for s in states if s and s["first_ts_ns"] is not None]
+    for s in states:
+        for k, v in (s or {}).get("clues", {}).items():
+            clues[k] = clues.get(k, 0) + v
+    return {"clues": clues, "first_ts_ns": min(firsts) if firsts else None,
+            "dropped": sum((s or {}).get("dropped", 0) for s in states)}
+
+
+def rank_units(reads: Sequence[UnitRead], notes: list[str],
+               paths: Sequence[str | Path] = ()) -> list[tuple[int, int, RankInfo | None]]:
+    """The final order of the traces of ``reads``: ``(read index, trace index, rank)``, with
+    the rank of each Kineto rank (None: the trace keeps its own, as Nsight traces do).
+
+    The same ranks and order as ``load_traces``; raises ``BadInputError`` when nothing was
+    readable."""
+    by_profile: dict[str | None, list[tuple[int, _Unit]]] = {}
+    nsys: list[tuple[int, int, RankInfo | None]] = []
+    for i, r in enumerate(reads):
+        if r.parts:
+            unit = _Unit(r.parts)
+            by_profile.setdefault(unit.name.profile_id if unit.name else None, []).append((i, unit))
+        else:
+            nsys.extend((i, j, None) for j in range(len(r.traces)))
+    if not by_profile and not nsys:
+        raise BadInputError(f"no readable trace in {_describe(paths)} ({'; '.join(notes[:3])})")
+    out: list[tuple[int, int, RankInfo | None]] = []
+    for profile in sorted(by_profile, key=lambda p: (p is not None, p or "")):
+        members = by_profile[profile]
+        infos = _rank_infos([u for _, u in members], profile, notes)
+        ranked = sorted(zip([i for i, _ in members], infos), key=lambda p: (p[1].profile_id or "", p[1].rank))
+        out.extend((i, 0, info) for i, info in ranked)
+    return out + nsys
 
 
 def _order(t: Trace) -> tuple[str, int]:

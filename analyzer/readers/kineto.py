@@ -92,6 +92,7 @@ def read_kineto(
     *,
     progress: Callable[[int], None] | None = None,
     scanner: str = "auto",
+    row_filter: Any = None,
 ) -> Trace:
     """Read one Kineto trace file into a ``Trace`` (one file = one rank).
 
@@ -102,6 +103,8 @@ def read_kineto(
     environment overrides "auto"). Both give the same table.
     Raises ``BadInputError`` with a one-line message for anything that is not a readable
     trace: empty, truncated gzip, invalid JSON, no ``traceEvents``, bad durations.
+    ``row_filter``: called on each slice's rows before they are stored, returns the rows to
+    keep (``kineto_columns.Columns.row_filter``); None keeps every row.
     """
     path = Path(path)
     if not path.is_file():
@@ -109,6 +112,7 @@ def read_kineto(
     limits = active()
     splitter = TraceSplitter(path, progress, limits)
     cols = Columns(rows_hint=_rows_hint(path))
+    cols.row_filter = row_filter
     decode: Any = SliceDecoder(Vocabulary(cols.names, cols.kinds))
     fast = _fast_decoder(scanner, path)
     if fast is not None:

@@ -345,6 +345,11 @@ class Columns:
         self.kinds = CatKinds()
         self.rows = _RowKeys(self.kinds, self.names)
         self.n = 0
+        #: ``row_filter(kind, name_codes, ts_ns, names) -> keep mask | None``, called on every
+        #: slice before its rows are stored (``analyses.prune.FramePruner``: frames dropped
+        #: while reading); None keeps every row
+        self.row_filter: Any = None
+        self._keep: np.ndarray | None = None
 
     def add(self, events: list[Any], keys: frozenset[str], file_name: str) -> None:
         """Append the columns of one decoded slice (``keys``: the args keys decoded).
@@ -420,6 +425,10 @@ class Columns:
     ) -> None:
         """Derive the event-table columns of one slice from its fields and args."""
         _check_times(ts_ns, dur_ns)
+        self._keep = None
+        if self.row_filter is not None:
+            keep = self.row_filter(kind, names, ts_ns, self.names)
+            self._keep = keep if keep is not None and not keep.all() else None
         gpu = _GPU[kind]
         if gpu.any():
             a_dev, a_stream = args.ints("device", _GPU), args.ints("stream", _GPU)
@@ -469,11 +478,11 @@ class Columns:
         self._put("pg_name", pg)
         self._put("pg_size", pg_size)
         self._put("seq", seq)
-        self.n += n
+        self.n += n if self._keep is None else int(np.count_nonzero(self._keep))
 
     def _put(self, key: str, arr: np.ndarray) -> None:
-        """Append a slice's values to column ``key``."""
-        self.columns[key].append(arr)
+        """Append a slice's values (the kept rows) to column ``key``."""
+        self.columns[key].append(arr if self._keep is None else arr[self._keep])
 
     def frame(self) -> pd.DataFrame:
         """The event table, sorted by ``ts_ns`` (stable).

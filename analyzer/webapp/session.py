@@ -29,6 +29,7 @@ class Options:
     gpu: str | None = None
     metrics_text: str | None = None
     server_args_json: str | None = None
+    workers: int | None = None  # Dask worker processes for multi-rank inputs; None: one per core
 
     def key(self) -> tuple[object, ...]:
         import hashlib
@@ -93,6 +94,11 @@ class ProgressRelay:
         self.calls += 1
         self.on_progress(frac, text)
 
+    def ranks(self, done: int, total: int) -> None:
+        """``analyze(on_rank=...)``: ranks read and analysed so far."""
+        if total > 1:
+            self.emit(READ_SHARE * done / total, f"Analysed {done} of {total} ranks…", force=done == total)
+
     def reading(self, done: int, total: int) -> None:
         """The readers' progress callback (bytes read so far, bytes in all)."""
         if total <= 0:
@@ -124,9 +130,10 @@ def run_analysis(paths: Sequence[Path | str], options: Options = Options(),
     relay = ProgressRelay(on_progress)
     relay.emit(0.0, "Reading traces…", force=True)
     try:
-        traceset = api.load([str(p) for p in paths], progress=relay.reading)
-        relay.emit(READ_SHARE, f"Analysing {len(traceset.traces)} rank(s)…", force=True)
-        report = api.analyze(traceset, model=options.model or None, gpu=options.gpu or None,
+        # the CLI's path: ranks in parallel on Dask (one process per core; one rank: here)
+        report = api.analyze([str(p) for p in paths], model=options.model or None,
+                             gpu=options.gpu or None, progress=relay.reading,
+                             on_rank=relay.ranks, workers=options.workers,
                              metrics=options.metrics(), server_args=options.server_args())
     except AnalyzerError:
         raise
