@@ -449,6 +449,22 @@ def concat_event_tables(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 
 
+def _input_notes(inp: Any, paths: Sequence[str | Path]) -> list[str]:
+    """The notes of the collected inputs (files that are not traces, shortened), or one
+    BadInputError line saying why no file is a trace."""
+    notes = list(inp.notes)
+    if inp.skipped:
+        shown = inp.skipped[:MAX_NOTES_PER_KIND]
+        more = len(inp.skipped) - len(shown)
+        notes.extend(f"skipped {s}" for s in shown)
+        if more:
+            notes.append(f"skipped {more} more files that are not traces")
+    if not inp.candidates:
+        why = f" ({'; '.join(inp.skipped[:3])}{'; ...' if len(inp.skipped) > 3 else ''})" if inp.skipped else ""
+        raise BadInputError(f"no trace file found in {_describe(paths)}{why}")
+    return notes
+
+
 def load_traces(
     paths: Sequence[str | Path], *, progress: Progress | None = None, skip_bad: bool = False
 ) -> TraceSet:
@@ -465,16 +481,7 @@ def load_traces(
         paths = [paths]
     with ExitStack() as stack:
         inp = _collect(paths, stack)
-        notes = list(inp.notes)
-        if inp.skipped:
-            shown = inp.skipped[:MAX_NOTES_PER_KIND]
-            more = len(inp.skipped) - len(shown)
-            notes.extend(f"skipped {s}" for s in shown)
-            if more:
-                notes.append(f"skipped {more} more files that are not traces")
-        if not inp.candidates:
-            why = f" ({'; '.join(inp.skipped[:3])}{'; ...' if len(inp.skipped) > 3 else ''})" if inp.skipped else ""
-            raise BadInputError(f"no trace file found in {_describe(paths)}{why}")
+        notes = _input_notes(inp, paths)
         meter = _Meter(progress, sum(_size(c.path) for c in inp.candidates))
         bad = _Bad(skip_bad, notes, list(inp.warnings))
         many = len(inp.candidates) > 1
@@ -527,16 +534,7 @@ def plan_load(paths: Sequence[str | Path], stack: ExitStack, *, skip_bad: bool =
     """Collect the inputs (``.zip`` archives extracted under ``stack``) and group the Kineto
     files into ranks by file name, as ``load_traces`` does; nothing is read but headers."""
     inp = _collect(paths, stack)
-    notes = list(inp.notes)
-    if inp.skipped:
-        shown = inp.skipped[:MAX_NOTES_PER_KIND]
-        more = len(inp.skipped) - len(shown)
-        notes.extend(f"skipped {s}" for s in shown)
-        if more:
-            notes.append(f"skipped {more} more files that are not traces")
-    if not inp.candidates:
-        why = f" ({'; '.join(inp.skipped[:3])}{'; ...' if len(inp.skipped) > 3 else ''})" if inp.skipped else ""
-        raise BadInputError(f"no trace file found in {_describe(paths)}{why}")
+    notes = _input_notes(inp, paths)
     many = len(inp.candidates) > 1
     by_key: dict[Any, ReadUnit] = {}
     for i, c in enumerate(cand for cand in inp.candidates if cand.fmt == "kineto"):
