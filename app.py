@@ -38,6 +38,8 @@ def analyze_uploads(key: str, _uploads: tuple[wa.Upload, ...], _limits: wa.Limit
     """The report dict of uploaded files; ``key`` = content hash of the files + options."""
     bar, on_progress = _progress_bar()
     try:
+        if wa.isolation.isolation_enabled():  # a child process under a memory ceiling
+            return wa.isolation.run_isolated(_uploads, _limits, _options, on_progress)
         with wa.uploads.reader_limits(_limits):  # the readers' caps, no looser than the upload's
             return wa.run_uploads(_uploads, _limits, _options, on_progress)
     finally:
@@ -185,7 +187,8 @@ def analysis_page() -> None:
         (sample.label if sample is not None else "trace")
     st.set_page_config(page_title=f"{run_name} · Trace analyzer")
     st.title(page.title)
-    st.caption(wa.page.md_escape(page.subtitle))
+    for line in page.subtitle.split("  \n"):  # the run summary, then the run context
+        st.caption(wa.page.md_escape(line))
     st.markdown(wa.page.md_escape(wa.page.run_files_line(doc, files)))
     skipped = wa.page.skipped_notes(doc)
     if skipped:

@@ -110,8 +110,8 @@ def test_upload_is_cached_by_content(app, shared_traces, monkeypatch):
     from analyzer import webapp
 
     calls = []
-    real = webapp.run_uploads
-    monkeypatch.setattr(webapp, "run_uploads", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = webapp.isolation.run_isolated
+    monkeypatch.setattr(webapp.isolation, "run_isolated", lambda *a, **k: calls.append(1) or real(*a, **k))
     path = shared_traces / "kineto/hta_rocm_mi250_toy.json.gz"
     app.sidebar.file_uploader(key="uploads").set_value((path.name, path.read_bytes(), "application/gzip"))
     app.run()
@@ -163,6 +163,33 @@ def test_abstentions_name_the_apps_options_not_cli_flags(app, shared_traces):
     lines = [c.value for c in app.caption if c.value.startswith("Could not tell")]
     assert lines and not any("--model" in x or "--metrics" in x for x in lines), lines
     assert any("Options › Model" in x for x in lines), lines
+
+
+def test_analysis_runs_under_a_memory_ceiling(app, shared_traces, monkeypatch):
+    """The upload is analysed in a child process whose address space is capped: a ceiling
+    too small for it is one line in the page, and the server keeps serving."""
+    monkeypatch.setenv("ANALYZER_APP_MEMORY_MB", "150")
+    path = shared_traces / "kineto/hta_rocm_mi250_toy.json.gz"
+    app.sidebar.file_uploader(key="uploads").set_value((path.name, path.read_bytes(), "application/gzip"))
+    app.sidebar.selectbox(key="gpu").set_value(app.sidebar.selectbox(key="gpu").options[2])  # not cached
+    app.run()
+    assert not app.exception and len(app.error) == 1
+    assert "memory ceiling of 150 MiB" in app.error[0].value
+    monkeypatch.setenv("ANALYZER_APP_MEMORY_MB", "2000")
+    app.sidebar.selectbox(key="gpu").set_value(app.sidebar.selectbox(key="gpu").options[1])  # new cache key
+    app.run()
+    assert not app.exception and not app.error
+    assert _finding_titles(app)
+
+
+def test_memory_ceiling_scales_with_the_upload(monkeypatch):
+    from analyzer.webapp.isolation import BASE_MB, PER_UPLOAD_BYTE, ceiling_bytes
+
+    monkeypatch.delenv("ANALYZER_APP_MEMORY_MB", raising=False)
+    ten_mb = 10 * 1024 * 1024
+    assert ceiling_bytes(ten_mb) == (BASE_MB << 20) + PER_UPLOAD_BYTE * ten_mb < (1 << 30)
+    monkeypatch.setenv("ANALYZER_APP_MEMORY_MB", "512")
+    assert ceiling_bytes(ten_mb) == 512 << 20
 
 
 def test_upload_mode_without_files_asks_for_them(app):

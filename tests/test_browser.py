@@ -173,16 +173,16 @@ def test_replacing_and_mixing_uploads_in_the_browser(server, browser, shared_tra
     second = shared_traces / TRACE
     page = browser.new_page()
     page.goto(server)
-    page.locator(".st-key-finding-1").wait_for(timeout=90_000)
+    page.locator(".st-key-finding-1").wait_for(timeout=180_000)
     _wait_idle(page)
     _uploader(page).set_input_files(str(first))
-    page.get_by_text(f"This run: {first.name}").wait_for(timeout=90_000)
+    page.get_by_text(f"This run: {first.name}").wait_for(timeout=180_000)
     _wait_idle(page)
     # the uploader keeps earlier files until they are removed: remove the first, add the second
     page.get_by_role("button", name=f"Remove {first.name}").click()
     _wait_idle(page)
     _uploader(page).set_input_files(str(second))
-    page.get_by_text(f"This run: {second.name}").wait_for(timeout=90_000)
+    page.get_by_text(f"This run: {second.name}").wait_for(timeout=180_000)
     _wait_idle(page)
     assert page.get_by_text("1 rank(s) from 1 file(s)").count() >= 1
     assert not page.get_by_text(first.name, exact=False).locator("visible=true").count() or \
@@ -190,7 +190,7 @@ def test_replacing_and_mixing_uploads_in_the_browser(server, browser, shared_tra
     bad = tmp_path / "readme.json"
     bad.write_text('{"hello": "world"}')
     _uploader(page).set_input_files(str(bad))  # added next to the good one
-    page.locator("[data-testid='stAlertContentWarning']").filter(has_text="readme.json").wait_for(timeout=90_000)
+    page.locator("[data-testid='stAlertContentWarning']").filter(has_text="readme.json").wait_for(timeout=180_000)
     _wait_idle(page)
     body = page.inner_text("body")
     assert "trace-analyzer-upload" not in body and "/tmp/" not in body

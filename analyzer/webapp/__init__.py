@@ -8,6 +8,7 @@
 Nothing here imports Streamlit.
 """
 
+from . import isolation  # noqa: F401 (wa.isolation)
 from .page import Card, Download, Metric, Page, build_page, display_table
 from .samples import Sample, list_samples
 from .session import (
