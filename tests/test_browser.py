@@ -93,6 +93,19 @@ def _uploader(page):
     return page.locator("[data-testid='stFileUploaderDropzoneInput']").first
 
 
+def _upload(page, *paths) -> None:
+    """Put files in the trace uploader; set them again if a rerun swallowed the first try
+    (the sidebar can be re-mounted while the page settles)."""
+    for _ in range(4):
+        _uploader(page).set_input_files([str(p) for p in paths])
+        try:
+            page.locator("[data-testid='stFileChip']").first.wait_for(timeout=20_000)
+            return
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try again
+            _wait_idle(page)
+    raise AssertionError("the uploader never showed the file")
+
+
 def test_upload_a_real_trace_in_the_browser(server, browser, shared_traces):
     path = shared_traces / TRACE
     want = analyze([path]).findings[0].title  # the library's answer for the same file
@@ -175,13 +188,13 @@ def test_replacing_and_mixing_uploads_in_the_browser(server, browser, shared_tra
     page.goto(server)
     page.locator(".st-key-finding-1").wait_for(timeout=180_000)
     _wait_idle(page)
-    _uploader(page).set_input_files(str(first))
+    _upload(page, first)
     page.get_by_text(f"This run: {first.name}").wait_for(timeout=180_000)
     _wait_idle(page)
     # the uploader keeps earlier files until they are removed: remove the first, add the second
     page.get_by_role("button", name=f"Remove {first.name}").click()
     _wait_idle(page)
-    _uploader(page).set_input_files(str(second))
+    _upload(page, second)
     page.get_by_text(f"This run: {second.name}").wait_for(timeout=180_000)
     _wait_idle(page)
     assert page.get_by_text("1 rank(s) from 1 file(s)").count() >= 1
