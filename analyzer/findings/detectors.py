@@ -338,10 +338,13 @@ def synchronization(ctx: Context) -> Finding | None:
 def gemm_compute(ctx: Context) -> Finding | None:
     t = ctx.v("cat_gemm_us")
     tf = (ctx.sections.get("prefill", {}).get("summary", {}) or {}).get("gemm_tflops")
+    # "prefill" only where the steps are LLM prefill (not a diffusion or training step)
+    llm_prefill = ctx.workload in ("serving", "generate") and not ctx.facts["diffusion"]
     dt = ctx.run.dtypes.get("gemm") if ctx.run is not None else None
     main = ctx.run.main_dtype("gemm") if ctx.run is not None else None
     vals = {"gemm_dtype": main.upper() if main else "in a dtype the kernel names do not show",
-            "tflops_text": f" (prefill GEMMs: {tf:.0f} TFLOP/s)" if tf else ""}
+            "tflops_text": (f" ({'prefill ' if llm_prefill else ''}GEMMs achieve {tf:.0f} TFLOP/s)"
+                            if tf else "")}
     return ctx.make("gemm_compute", "GEMM compute", t,
                     {"gemm_us": t, "gemm_tflops": tf, "dtypes": dt, "top_kernels": _top_kernels(ctx, "gemm")}, vals)
 
